@@ -1,0 +1,58 @@
+"""``rvos-kit <verb>``: one thin verb per pipeline stage.
+
+Every verb lives in its own module, which defines ``register(subparsers)``: it adds its
+sub-parser and sets ``func`` (called with the parsed args, returns the exit status).
+Errors meant for the user are :class:`~rvos_kit.errors.KitError`: printed on one line,
+exit status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import KitError
+
+# In DAG order: data -> rvos outputs -> key frames -> propagate -> fuse -> package ->
+# evaluate / audit. (module, in rvos_kit)
+VERB_MODULES = (
+    "keyframes",
+)
+
+DESCRIPTION = """\
+Reproducibility kit for the 1st-place ICCV 2023 LSVOS track-3 solution.
+A mask tree is <root>/<video>/<exp_id>/<frame>.png (8-bit grayscale, 255 = object).
+Run `rvos-kit <verb> --help` for each stage."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rvos-kit",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"rvos-kit {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="<verb>")
+    sub.required = True
+    for name in VERB_MODULES:
+        importlib.import_module(f"rvos_kit.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KitError as e:
+        print(f"rvos-kit {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rvos-kit {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

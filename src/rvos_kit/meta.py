@@ -1,0 +1,121 @@
+"""meta_expressions.json: which videos, expressions (in order) and frames a tree must hold.
+
+Ref-YouTube-VOS meta (spec section 1)::
+
+    {"videos": {VID: {"expressions": {"0": {"exp": TEXT}, ...}, "frames": ["00000", ...]}}}
+
+Expression order is the JSON key order. Every stage validates mask trees against a
+:class:`Meta`, never against sorted directory position (spec section 9.4).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import KitError
+
+
+@dataclass(frozen=True)
+class Video:
+    name: str
+    exp_ids: tuple[str, ...]  # meta (JSON key) order
+    frames: tuple[str, ...]  # frame names without extension, meta order
+
+
+@dataclass(frozen=True)
+class Meta:
+    videos: tuple[Video, ...]
+
+    def __iter__(self):
+        return iter(self.videos)
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def video(self, name: str) -> Video:
+        for v in self.videos:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    @property
+    def n_masks(self) -> int:
+        """Number of (expression, frame) masks a full tree holds."""
+        return sum(len(v.exp_ids) * len(v.frames) for v in self.videos)
+
+    def subset(self, names) -> Meta:
+        keep = set(names)
+        return Meta(tuple(v for v in self.videos if v.name in keep))
+
+    def without(self, names) -> Meta:
+        drop = set(names)
+        return Meta(tuple(v for v in self.videos if v.name not in drop))
+
+
+def _check_name(kind: str, name: str, where: str) -> None:
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise KitError(f"{where}: invalid {kind} name {name!r}")
+
+
+def parse_meta(obj: dict, where: str = "meta") -> Meta:
+    """Build a :class:`Meta` from the parsed JSON object, checking its shape."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("videos"), dict):
+        raise KitError(f'{where}: not a meta_expressions file (no top-level "videos" object)')
+    videos = []
+    for vid, entry in obj["videos"].items():
+        _check_name("video", vid, where)
+        if not isinstance(entry, dict):
+            raise KitError(f"{where}: video {vid!r} is not an object")
+        exps = entry.get("expressions")
+        frames = entry.get("frames")
+        if not isinstance(exps, dict) or not isinstance(frames, list):
+            raise KitError(f'{where}: video {vid!r} lacks an "expressions" object or "frames" list')
+        for e in exps:
+            _check_name("expression", e, where)
+        for f in frames:
+            if not isinstance(f, str):
+                raise KitError(f"{where}: video {vid!r} has a non-string frame name {f!r}")
+            _check_name("frame", f, where)
+        if len(set(frames)) != len(frames):
+            raise KitError(f"{where}: video {vid!r} lists a frame twice")
+        videos.append(Video(vid, tuple(exps), tuple(frames)))
+    return Meta(tuple(videos))
+
+
+def load_meta(path: str | os.PathLike) -> Meta:
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        raise KitError(f"{path}: meta_expressions file not found") from None
+    except json.JSONDecodeError as e:
+        raise KitError(f"{path}: not valid JSON ({e})") from None
+    return parse_meta(obj, str(path))
+
+
+def _exp_sort_key(name: str):
+    return (0, int(name), name) if name.isdigit() else (1, 0, name)
+
+
+def infer_meta(root: str | os.PathLike) -> Meta:
+    """Meta read off a mask tree: videos sorted, expressions in numeric order, and each
+    video's frames = the sorted PNG names of its first expression."""
+    root = Path(root)
+    if not root.is_dir():
+        raise KitError(f"{root}: mask tree not found (expected <root>/<video>/<exp_id>/<frame>.png)")
+    videos = []
+    for vid in sorted(p.name for p in root.iterdir() if p.is_dir()):
+        exps = sorted((p.name for p in (root / vid).iterdir() if p.is_dir()), key=_exp_sort_key)
+        if not exps:
+            raise KitError(f"{root / vid}: video folder has no expression folders")
+        frames = sorted(
+            p.name[:-4] for p in (root / vid / exps[0]).iterdir() if p.name.endswith(".png")
+        )
+        videos.append(Video(vid, tuple(exps), tuple(frames)))
+    if not videos:
+        raise KitError(f"{root}: mask tree holds no video folders")
+    return Meta(tuple(videos))
