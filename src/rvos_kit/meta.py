@@ -106,7 +106,9 @@ def infer_meta(root: str | os.PathLike) -> Meta:
     video's frames = the sorted PNG names of its first expression."""
     root = Path(root)
     if not root.is_dir():
-        raise KitError(f"{root}: mask tree not found (expected <root>/<video>/<exp_id>/<frame>.png)")
+        raise KitError(
+            f"{root}: mask tree not found (expected <root>/<video>/<exp_id>/<frame>.png)"
+        )
     videos = []
     for vid in sorted(p.name for p in root.iterdir() if p.is_dir()):
         exps = sorted((p.name for p in (root / vid).iterdir() if p.is_dir()), key=_exp_sort_key)

@@ -1,0 +1,64 @@
+"""Shared test helpers: generated meta files and mask trees (real PNGs on disk)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def make_meta_dict(exp_counts, n_frames=4, frame_step=5, prefix="vid"):
+    """meta_expressions dict: one video per entry of ``exp_counts``."""
+    videos = {}
+    for i, n in enumerate(exp_counts):
+        frames = [f"{j * frame_step:05d}" for j in range(n_frames)]
+        exps = {str(e): {"exp": f"object {e // 2} of video {i}"} for e in range(n)}
+        videos[f"{prefix}{i:03d}"] = {"expressions": exps, "frames": frames}
+    return {"videos": videos}
+
+
+def write_meta(path: Path, meta_dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(meta_dict))
+    return path
+
+
+def random_mask(rng, h, w, density=None):
+    """A blobby random binary mask (a few rectangles and a noisy edge)."""
+    m = np.zeros((h, w), bool)
+    for _ in range(rng.integers(0, 4)):
+        y0, x0 = rng.integers(0, h), rng.integers(0, w)
+        m[y0 : y0 + rng.integers(1, h), x0 : x0 + rng.integers(1, w)] = True
+    if density is not None:
+        m ^= rng.random((h, w)) < density
+    return m
+
+
+def make_tree(root: Path, meta_dict, seed=0, size=(24, 32), sizes=None, density=0.05):
+    """Write a mask tree for ``meta_dict`` with PIL (uint8 L, 0/255). ``sizes`` maps a
+    video name to its (h, w), default ``size``."""
+    rng = np.random.default_rng(seed)
+    for vid, entry in meta_dict["videos"].items():
+        h, w = (sizes or {}).get(vid, size)
+        for e in entry["expressions"]:
+            d = root / vid / e
+            d.mkdir(parents=True, exist_ok=True)
+            for f in entry["frames"]:
+                m = random_mask(rng, h, w, density)
+                Image.fromarray(m.astype(np.uint8) * 255, "L").save(d / f"{f}.png")
+    return root
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """{relative path: bytes} of every file under root (hidden files included)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

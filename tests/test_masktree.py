@@ -1,0 +1,151 @@
+"""Mask-tree I/O: PIL-identical bytes, the published read rule, atomic writes, meta checks."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from conftest import make_meta_dict, make_tree
+from PIL import Image
+
+from rvos_kit.errors import KitError
+from rvos_kit.masktree import (
+    StagedTree,
+    atomic_write_bytes,
+    decode_mask,
+    encode_mask,
+    expression_files,
+    png_size,
+    read_mask,
+    write_mask,
+)
+from rvos_kit.meta import infer_meta, parse_meta
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (720, 1280)])
+def test_encode_matches_published_writer(shape, rng):
+    m = rng.random(shape) > 0.7
+    buf = io.BytesIO()
+    Image.fromarray(m.astype(np.float32) * 255).convert("L").save(buf, "PNG")
+    assert encode_mask(m) == buf.getvalue()
+    assert encode_mask(m.astype(np.uint8) * 255) == buf.getvalue()
+    assert np.array_equal(decode_mask(encode_mask(m, "fast")), m)
+
+
+def test_decode_equals_published_reader_for_all_values(tmp_path):
+    """OpenCV fast path == np.array(Image.open(p).convert('P')) == 255 for every L value."""
+    arr = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    p = tmp_path / "m.png"
+    Image.fromarray(arr, "L").save(p)
+    want = np.array(Image.open(p).convert("P")) == 255
+    assert np.array_equal(read_mask(p), want) and want.sum() == 1
+    assert np.array_equal(read_mask(p, "nonzero"), arr != 0)
+    assert png_size(p) == (16, 16)
+    for mode in ("RGB", "1", "LA"):
+        Image.fromarray(arr, "L").convert(mode).save(p)
+        assert np.array_equal(read_mask(p), np.array(Image.open(p).convert("P")) == 255)
+
+
+def test_bad_png_named(tmp_path):
+    p = tmp_path / "x.png"
+    p.write_bytes(b"hello")
+    with pytest.raises(KitError, match="x.png: not a PNG"):
+        read_mask(p)
+    with pytest.raises(KitError, match="y.png: mask PNG not found"):
+        read_mask(tmp_path / "y.png")
+
+
+def test_atomic_write_leaves_no_temp(tmp_path):
+    p = tmp_path / "a.png"
+    write_mask(p, np.ones((3, 3), bool))
+    atomic_write_bytes(p, b"new")
+    assert p.read_bytes() == b"new"
+    assert [q.name for q in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_expression_files_by_name_not_position(tmp_path):
+    meta_dict = make_meta_dict([1], n_frames=3)
+    make_tree(tmp_path / "t", meta_dict)
+    v = parse_meta(meta_dict).videos[0]
+    files = expression_files(tmp_path / "t", v, "0")
+    assert [f.name for f in files] == ["00000.png", "00005.png", "00010.png"]
+    (tmp_path / "t/vid000/0/00010.png").rename(tmp_path / "t/vid000/0/00011.png")
+    with pytest.raises(KitError, match="00010.png: missing"):
+        expression_files(tmp_path / "t", v, "0")
+
+
+def test_staged_tree_commits_or_leaves_old(tmp_path):
+    out = tmp_path / "out"
+    with StagedTree(out) as s:
+        (s.path / "a").write_text("1")
+    assert (out / "a").read_text() == "1"
+    with pytest.raises(KitError):
+        with StagedTree(out) as s:
+            (s.path / "b").write_text("2")
+            raise KitError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert [p.name for p in out.iterdir()] == ["a"]
+    with StagedTree(out) as s:
+        (s.path / "c").write_text("3")
+    assert [p.name for p in out.iterdir()] == ["c"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_infer_meta_numeric_order(tmp_path):
+    meta_dict = make_meta_dict([11], n_frames=2)
+    make_tree(tmp_path / "t", meta_dict)
+    m = infer_meta(tmp_path / "t")
+    assert m.videos[0].exp_ids == tuple(str(i) for i in range(11))
+    assert m.videos[0].frames == ("00000", "00005")
+    with pytest.raises(KitError, match="mask tree not found"):
+        infer_meta(tmp_path / "nope")
+
+
+def test_fast_decoder_equals_pil_on_varied_pngs(tmp_path, rng):
+    """The hand-written fast path (libdeflate + numpy unfilter) and its OpenCV fallback give
+    exactly PIL's values on masks that exercise every PNG filter PIL picks, grey ramps,
+    odd sizes and several IDAT chunks."""
+    from rvos_kit.masktree import _idat, _unfilter_gray8, decode_values
+
+    seen_filters = set()
+    for k in range(60):
+        h, w = int(rng.integers(1, 300)), int(rng.integers(1, 400))
+        kind = k % 4
+        if kind == 0:
+            arr = (rng.random((h, w)) < 0.3).astype(np.uint8) * 255
+        elif kind == 1:
+            arr = rng.integers(0, 256, (h, w), dtype=np.uint8)
+        elif kind == 2:
+            arr = np.add.outer(np.arange(h), np.arange(w)).astype(np.uint8)
+        else:
+            arr = np.zeros((h, w), np.uint8)
+            arr[h // 3 :, : w // 2] = 255
+        buf = io.BytesIO()
+        Image.fromarray(arr, "L").save(buf, "PNG")
+        data = buf.getvalue()
+        import zlib
+
+        raw = zlib.decompress(_idat(data))
+        seen_filters |= set(np.frombuffer(raw, np.uint8).reshape(h, w + 1)[:, 0].tolist())
+        got = decode_values(data)
+        assert got.dtype == np.uint8 and np.array_equal(got, arr), (k, h, w)
+        fast = _unfilter_gray8(raw, h, w)
+        assert fast is None or np.array_equal(fast, arr)
+    assert {0, 1, 2, 4} <= seen_filters
+    # big image: PIL splits IDAT into several chunks
+    big = (rng.random((720, 1280)) < 0.5).astype(np.uint8) * 255
+    buf = io.BytesIO()
+    Image.fromarray(big, "L").save(buf, "PNG")
+    assert buf.getvalue().count(b"IDAT") > 1
+    assert np.array_equal(decode_values(buf.getvalue()), big)
+
+
+def test_fast_decoder_detects_corruption(rng):
+    m = (rng.random((50, 60)) < 0.5).astype(np.uint8) * 255
+    data = bytearray(encode_mask(m))
+    data[60] ^= 0xFF  # inside IDAT: CRC mismatch -> OpenCV path -> error
+    with pytest.raises(KitError, match="corrupt or truncated"):
+        decode_mask(bytes(data), "m.png")
+    with pytest.raises(KitError, match="corrupt or truncated"):
+        decode_mask(encode_mask(m)[:-30], "m.png")
