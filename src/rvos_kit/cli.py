@@ -20,6 +20,7 @@ from .errors import KitError
 VERB_MODULES = (
     "keyframes",
     "fusion",
+    "evaluate",
 )
 
 DESCRIPTION = """\
