@@ -18,6 +18,8 @@ from .errors import KitError
 # In DAG order: data -> rvos outputs -> key frames -> propagate -> fuse -> package ->
 # evaluate / audit. (module, in rvos_kit)
 VERB_MODULES = (
+    "artifacts",
+    "importers",
     "keyframes",
     "fusion",
     "evaluate",

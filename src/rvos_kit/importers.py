@@ -1,0 +1,488 @@
+"""Import the original solution's outputs: released Annotations zips and RVOS ``.pth`` dumps.
+
+import-zip
+    Unpacks a released Annotations zip into a canonical mask tree
+    ``<ROOT>/<video>/<exp_id>/<frame>.png`` whatever its inner nesting (``Annotations/``,
+    ``test/soc/Annotations/``, none, ...): every PNG must sit exactly three levels below
+    one common prefix, which is stripped. Entries that could escape the target (absolute
+    paths, ``..``, drive letters, symlinks) refuse the whole archive before anything is
+    written. The tree is built in a staging folder and moved into place on success.
+
+import-pth
+    Converts an original RVOS dump ``{video: {exp_id: {"mask_logits": FloatTensor[T,H,W],
+    "class_info": [T floats]}}}`` (one file, or the published split chunks) into
+    ``MODEL_DIR/Annotations/`` (binarised exactly as spec section 3: logit models
+    ``torch.sigmoid(x.float()) > 0.5``, probability models ``p > 0.5``) and
+    ``MODEL_DIR/scores.json`` (``{video: {exp_id: class_info}}``). For probability models
+    it also writes ``MODEL_DIR/Annotations_sigmoid_odd/``: for the trailing odd expression
+    of each video with an odd number of expressions, ``torch.sigmoid(p.float()) > 0.5``,
+    the mask the published stage-1 odd branch used (spec 9.1; ``vote --odd-from``).
+    Dumps are read with ``torch.load(mmap=True, weights_only=True)`` one frame at a time,
+    and the pages of each frame are handed back to the kernel once written, so peak memory
+    stays at a few frames whatever the size of the dump.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import stat
+import sys
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+from .errors import KitError
+from .jsonfiles import write_json
+from .masktree import StagedTree, atomic_write_bytes, check_tree, png_header, write_mask
+from .meta import Meta, load_meta
+
+KINDS = ("logits", "probabilities")
+MAX_PNG_BYTES = 256 << 20  # a mask PNG is a few kB; anything this large is not one
+_JUNK = ("__MACOSX",)
+_JUNK_FILES = (".DS_Store", "Thumbs.db")
+
+
+# ----------------------------------------------------------------------------- import-zip
+def _zip_parts(info: zipfile.ZipInfo, zip_path) -> list[str]:
+    """Path components of an entry, after refusing anything that could escape the target."""
+    name = info.filename
+    where = f"{zip_path}: entry {name!r}"
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        raise KitError(f"{where} is a symbolic link; refusing the archive (zip-slip guard)")
+    if "\0" in name:
+        raise KitError(f"{where} has a NUL byte in its name; refusing the archive")
+    norm = name.replace("\\", "/")
+    if norm.startswith("/") or re.match(r"^[A-Za-z]:", norm):
+        raise KitError(f"{where} is an absolute path; refusing the archive (zip-slip guard)")
+    parts = [p for p in norm.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise KitError(f"{where} contains '..'; refusing the archive (zip-slip guard)")
+    if info.create_system == 3 and mode and not info.is_dir():
+        if not (stat.S_ISREG(mode) or stat.S_IFMT(mode) == 0):
+            raise KitError(f"{where} is not a regular file (mode {oct(mode)}); refusing")
+    return parts
+
+
+def plan_zip(zf: zipfile.ZipFile, zip_path, inner: str | None = None):
+    """``(prefix, [(info, (video, exp_id, frame_file))], skipped)`` for a released zip."""
+    pngs, other = [], []
+    seen: dict[tuple, str] = {}
+    for info in zf.infolist():
+        parts = _zip_parts(info, zip_path)  # every entry is checked, used or not
+        if info.is_dir() or not parts:
+            continue
+        if parts[0] in _JUNK or parts[-1] in _JUNK_FILES or parts[-1].startswith("._"):
+            continue
+        if parts[-1].endswith(".png"):
+            key = tuple(parts)
+            if key in seen:
+                raise KitError(f"{zip_path}: entry {info.filename!r} appears twice")
+            seen[key] = info.filename
+            pngs.append((info, parts))
+        else:
+            other.append(info.filename)
+    if inner is not None:
+        want = [p for p in inner.replace("\\", "/").split("/") if p not in ("", ".")]
+        chosen = [(i, p) for i, p in pngs if len(p) == len(want) + 3 and p[: len(want)] == want]
+        if not chosen:
+            raise KitError(f"{zip_path}: no PNG at <{inner}>/<video>/<exp_id>/<frame>.png")
+        skipped = len(pngs) - len(chosen) + len(other)
+        pngs, prefix = chosen, want
+    else:
+        shallow = [i.filename for i, p in pngs if len(p) < 3]
+        if shallow:
+            raise KitError(
+                f"{zip_path}: {shallow[0]!r} is not inside <video>/<exp_id>/ folders: "
+                "not an Annotations archive"
+            )
+        prefixes = Counter("/".join(p[:-3]) for _, p in pngs)
+        if len(prefixes) > 1:
+            listed = ", ".join(f"{k or '<top>'!r} ({n} PNGs)" for k, n in prefixes.most_common(5))
+            raise KitError(
+                f"{zip_path}: PNGs sit under several folders ({listed}); pick one with "
+                "--inner PREFIX"
+            )
+        prefix = pngs[0][1][:-3] if pngs else []
+        skipped = len(other)
+    if not pngs:
+        raise KitError(f"{zip_path}: no PNG masks inside; not an Annotations archive")
+    return "/".join(prefix), [(i, tuple(p[-3:])) for i, p in pngs], skipped, other
+
+
+def import_zip(zip_path, out_root, meta: Meta | None = None, inner: str | None = None) -> dict:
+    from tqdm import tqdm
+
+    zip_path, out_root = Path(zip_path), Path(out_root)
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except FileNotFoundError:
+        raise KitError(f"{zip_path}: zip file not found") from None
+    except (zipfile.BadZipFile, OSError) as e:
+        raise KitError(f"{zip_path}: not a readable zip archive ({e})") from None
+    with zf:
+        prefix, entries, skipped, other = plan_zip(zf, zip_path, inner)
+        for info, (_video, _exp_id, fname) in entries:
+            if fname == ".png" or info.file_size > MAX_PNG_BYTES:
+                raise KitError(f"{zip_path}: entry {info.filename!r} is not a mask PNG")
+        videos = {v for _, (v, _, _) in entries}
+        if meta is not None:
+            extra = sorted(videos.difference(v.name for v in meta))
+            if extra:
+                raise KitError(
+                    f"{zip_path}: video {extra[0]!r} is not in meta ({len(extra)} such); "
+                    "pass the meta of the split this archive is for"
+                )
+        with StagedTree(out_root) as st:
+            made = set()
+            for info, (video, exp_id, fname) in tqdm(
+                entries, desc=f"unzip {zip_path.name}", unit="png", file=sys.stderr
+            ):
+                d = st.path / video / exp_id
+                if d not in made:
+                    d.mkdir(parents=True, exist_ok=True)
+                    made.add(d)
+                try:
+                    data = zf.read(info)
+                except (zipfile.BadZipFile, OSError, ValueError) as e:
+                    raise KitError(
+                        f"{zip_path}: entry {info.filename!r} is corrupt ({e})"
+                    ) from None
+                png_header(data, f"{zip_path}: {info.filename}")
+                atomic_write_bytes(d / fname, data)
+            if meta is not None:
+                missing = [v.name for v in meta if v.name not in videos]
+                if missing:
+                    raise KitError(
+                        f"{zip_path}: holds {len(videos)} of the {len(meta)} videos meta lists "
+                        f"(first missing: {missing[0]!r}); pass the meta of this split"
+                    )
+                check_tree(st.path, meta)
+    return {
+        "prefix": prefix,
+        "pngs": len(entries),
+        "videos": len(videos),
+        "skipped": skipped,
+        "other": other[:5],
+    }
+
+
+def run_import_zip(args) -> int:
+    meta = load_meta(args.meta) if args.meta else None
+    r = import_zip(args.zip, args.out, meta, args.inner)
+    print(
+        f"{r['pngs']} PNGs of {r['videos']} videos from {args.zip} "
+        f"(inner folder {r['prefix'] or '<top>'!r}) -> {args.out}"
+    )
+    if r["skipped"]:
+        print(
+            f"skipped {r['skipped']} other entries (e.g. {', '.join(r['other'][:3]) or '-'})",
+            file=sys.stderr,
+        )
+    return 0
+
+
+# ----------------------------------------------------------------------------- import-pth
+class _PageReleaser:
+    """Hands the pages of an mmap'ed tensor back to the kernel (``madvise(DONTNEED)``)
+    once they have been read, so the resident size does not grow with the dump.
+
+    Only ranges inside a mapping of one of ``files`` (read off ``/proc/self/maps``) are
+    ever released: on a private, never-written file mapping DONTNEED just drops clean
+    pages, which are read again from the file if touched. Anywhere else (another OS, an
+    anonymous buffer) it does nothing."""
+
+    def __init__(self, files):
+        self.ranges: list[tuple[int, int]] = []
+        self.madvise = None
+        try:
+            import ctypes
+            import mmap
+
+            self.page = mmap.PAGESIZE
+            self.flag = getattr(mmap, "MADV_DONTNEED", None)
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            libc.madvise.restype = ctypes.c_int
+            wanted = {os.path.realpath(f) for f in files}
+            with open("/proc/self/maps") as f:
+                for line in f:
+                    fields = line.split(maxsplit=5)
+                    if len(fields) == 6 and fields[5].strip() in wanted:
+                        lo, hi = (int(x, 16) for x in fields[0].split("-"))
+                        self.ranges.append((lo, hi))
+            if self.flag is not None and self.ranges:
+                self.madvise = libc.madvise
+        except (OSError, AttributeError):
+            self.madvise = None
+
+    def __call__(self, t) -> None:
+        if self.madvise is None or t.numel() == 0:
+            return
+        start = t.data_ptr()
+        end = start + t.numel() * t.element_size()
+        lo = start - start % self.page
+        hi = end + (-end) % self.page
+        for a, b in self.ranges:
+            if a <= lo and hi <= b:
+                self.madvise(lo, hi - lo, self.flag)
+                return
+
+
+def _load_dump(path: Path):
+    import pickle
+
+    import torch
+
+    safe = []
+    try:  # class_info saved as numpy scalars: allow exactly those reconstructors
+        import numpy as np
+
+        scalar = np._core.multiarray.scalar
+        safe = [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype]
+        safe += [getattr(np.dtypes, n) for n in ("Float32DType", "Float64DType", "Float16DType")]
+    except AttributeError:  # pragma: no cover - other numpy layouts
+        pass
+    try:
+        with torch.serialization.safe_globals(safe):
+            return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except FileNotFoundError:
+        raise KitError(f"{path}: dump not found") from None
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()
+        hint = next((ln.strip() for ln in first if "Unsupported global" in ln), first[0])
+        raise KitError(
+            f"{path}: holds objects other than tensors, dicts, lists and numbers, so it is "
+            f"not loaded (weights_only): {hint[:200]}"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise KitError(
+            f"{path}: cannot be memory-mapped as a torch.save zip archive ({msg}); the kit "
+            "needs the default (zip) format of torch >= 1.6"
+        ) from None
+
+
+def _scores(raw, where: str, n: int) -> list[float]:
+    import torch
+
+    if isinstance(raw, torch.Tensor):
+        if raw.dim() != 1:
+            raise KitError(f"{where}: class_info must be 1-D, got shape {tuple(raw.shape)}")
+        vals = raw.double().tolist()
+    elif isinstance(raw, (list, tuple)):
+        vals = []
+        for v in raw:
+            if isinstance(v, torch.Tensor) and v.numel() == 1:
+                v = v.item()
+            try:
+                if isinstance(v, (bool, str)):
+                    raise TypeError
+                vals.append(float(v))
+            except (TypeError, ValueError):
+                raise KitError(f"{where}: class_info holds {v!r}, not a number") from None
+    else:
+        raise KitError(f"{where}: class_info must be a list of floats, got {type(raw).__name__}")
+    if len(vals) != n:
+        raise KitError(f"{where}: class_info has {len(vals)} scores but mask_logits {n} frames")
+    bad = [v for v in vals if not math.isfinite(v)]
+    if bad:
+        raise KitError(f"{where}: class_info holds {bad[0]!r}")
+    return vals
+
+
+def plan_dumps(dumps: list, meta: Meta, where_files: list[Path]) -> dict[str, int]:
+    """Check every dump's structure against meta before any work: ``{video: dump index}``.
+    Looks at shapes and dtypes only (no tensor data is read)."""
+    import torch
+
+    owner: dict[str, int] = {}
+    meta_names = {v.name: v for v in meta}
+    for i, (d, path) in enumerate(zip(dumps, where_files, strict=True)):
+        if not isinstance(d, dict):
+            raise KitError(f"{path}: expected {{video: {{exp_id: {{mask_logits, class_info}}}}}}")
+        for vid, exps in d.items():
+            where = f"{path}: video {vid!r}"
+            if vid in owner:
+                raise KitError(
+                    f"{where} is also in {where_files[owner[vid]]}: a video must be in one "
+                    "chunk only; pass each split chunk once"
+                )
+            v = meta_names.get(vid)
+            if v is None:
+                raise KitError(f"{where} is not in meta; pass the meta of this dump's split")
+            if not isinstance(exps, dict):
+                raise KitError(f"{where}: expected {{exp_id: {{mask_logits, class_info}}}}")
+            keys = [str(k) for k in exps]
+            missing = [e for e in v.exp_ids if e not in keys]
+            extra = [k for k in keys if k not in v.exp_ids]
+            if missing or extra:
+                what = f"lacks expression {missing[0]!r}" if missing else f"has {extra[0]!r}"
+                raise KitError(f"{where} {what}, unlike meta ({list(v.exp_ids)})")
+            for k, entry in exps.items():
+                w = f"{path}: {vid}/{k}"
+                if not isinstance(entry, dict) or "mask_logits" not in entry:
+                    raise KitError(f'{w}: expected {{"mask_logits": tensor, "class_info": [...]}}')
+                x = entry["mask_logits"]
+                if not isinstance(x, torch.Tensor) or x.dim() != 3 or not x.is_floating_point():
+                    shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                    raise KitError(
+                        f"{w}: mask_logits must be a float tensor [T, H, W], got {shape}"
+                    )
+                if x.shape[0] != len(v.frames):
+                    raise KitError(
+                        f"{w}: mask_logits has {x.shape[0]} frames but meta lists "
+                        f"{len(v.frames)} for video {vid!r}; pass the matching --meta"
+                    )
+                if "class_info" not in entry:
+                    raise KitError(f"{w}: no class_info")
+            owner[vid] = i
+    missing = [v.name for v in meta if v.name not in owner]
+    if missing:
+        raise KitError(
+            f"the dump(s) hold {len(owner)} of the {len(meta)} videos meta lists (first "
+            f"missing: {missing[0]!r}); pass every split chunk, or the meta of their split"
+        )
+    return owner
+
+
+def odd_expressions(meta: Meta) -> set[tuple[str, str]]:
+    """(video, exp_id) of the trailing expression of each video with an odd count."""
+    return {(v.name, v.exp_ids[-1]) for v in meta if len(v.exp_ids) % 2 == 1}
+
+
+def import_pth(dump_paths, kind: str, out_dir, meta: Meta, encoder: str = "pil") -> dict:
+    import torch
+    from tqdm import tqdm
+
+    if kind not in KINDS:
+        raise KitError(f"unknown --kind {kind!r}; use one of {KINDS}")
+    paths = [Path(p) for p in dump_paths]
+    if len({os.path.realpath(p) for p in paths}) != len(paths):
+        raise KitError("the same dump file is given twice")
+    out_dir = Path(out_dir)
+    dumps = [_load_dump(p) for p in paths]
+    owner = plan_dumps(dumps, meta, paths)
+    release = _PageReleaser(paths)
+    odd = odd_expressions(meta) if kind == "probabilities" else set()
+
+    scores: dict[str, dict[str, list[float]]] = {}
+    ann = StagedTree(out_dir / "Annotations")
+    odd_tree = StagedTree(out_dir / "Annotations_sigmoid_odd") if kind == "probabilities" else None
+    n_masks = 0
+    with ann, odd_tree or _Null():
+        bar = tqdm(
+            total=sum(len(v.exp_ids) for v in meta),
+            desc=f"import {kind}",
+            unit="expr",
+            file=sys.stderr,
+        )
+        with bar:
+            for v in meta:
+                exps = {str(k): e for k, e in dumps[owner[v.name]][v.name].items()}
+                scores[v.name] = {}
+                for e in v.exp_ids:
+                    entry = exps[e]
+                    where = f"{paths[owner[v.name]]}: {v.name}/{e}"
+                    x = entry["mask_logits"]
+                    scores[v.name][e] = _scores(entry["class_info"], where, x.shape[0])
+                    d = ann.path / v.name / e
+                    d.mkdir(parents=True)
+                    d_odd = None
+                    if (v.name, e) in odd:
+                        d_odd = odd_tree.path / v.name / e
+                        d_odd.mkdir(parents=True)
+                    for t, frame in enumerate(v.frames):
+                        f = x[t]
+                        if kind == "logits":
+                            m = torch.sigmoid(f.float()) > 0.5
+                        else:
+                            m = f > 0.5
+                        write_mask(d / f"{frame}.png", m.numpy(), encoder)
+                        if d_odd is not None:
+                            m_odd = torch.sigmoid(f.float()) > 0.5
+                            write_mask(d_odd / f"{frame}.png", m_odd.numpy(), encoder)
+                        n_masks += 1
+                        release(f)
+                    del x, entry
+                    bar.update(1)
+        write_json(out_dir / "scores.json", scores)
+    if kind == "logits":
+        stale = out_dir / "Annotations_sigmoid_odd"
+        if stale.is_dir():
+            import shutil
+
+            shutil.rmtree(stale)
+            print(f"removed stale {stale} (only probability models have one)", file=sys.stderr)
+    return {"videos": len(meta), "masks": n_masks, "odd": len(odd)}
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def run_import_pth(args) -> int:
+    meta = load_meta(args.meta)
+    r = import_pth(args.dumps, args.kind, args.out, meta, args.encoder)
+    extra = (
+        f"; Annotations_sigmoid_odd holds {r['odd']} trailing odd expressions (spec 9.1)"
+        if args.kind == "probabilities"
+        else ""
+    )
+    print(
+        f"{r['masks']} masks of {r['videos']} videos -> {Path(args.out) / 'Annotations'}, "
+        f"scores.json{extra}"
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------- CLI
+def register(sub) -> None:
+    import argparse
+
+    z = sub.add_parser(
+        "import-zip",
+        help="unpack a released Annotations zip into a canonical mask tree (zip-slip safe)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    z.add_argument("zip", help="released Annotations zip")
+    z.add_argument("--out", required=True, help="tree root to create: <out>/<video>/<exp>/<f>.png")
+    z.add_argument("--meta", help="meta_expressions.json: check every expression and frame")
+    z.add_argument(
+        "--inner",
+        metavar="PREFIX",
+        help="folder inside the zip holding <video>/<exp_id>/<frame>.png, when it has several",
+    )
+    z.set_defaults(func=run_import_zip)
+
+    p = sub.add_parser(
+        "import-pth",
+        help="convert original RVOS .pth dumps into Annotations/ + scores.json",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dumps", nargs="+", metavar="DUMP.pth", help="one dump, or all split chunks")
+    p.add_argument(
+        "--kind",
+        required=True,
+        choices=KINDS,
+        help="logits (soc, mutr, referformer_ft) or probabilities (vit_huge, convnext)",
+    )
+    p.add_argument("--out", required=True, help="model folder: gets Annotations/, scores.json")
+    p.add_argument(
+        "--meta", required=True, help="meta_expressions.json (frame names, expression order)"
+    )
+    p.add_argument(
+        "--encoder",
+        choices=("pil", "fast"),
+        default="pil",
+        help="PNG encoder: pil = the published bytes (default), fast = same pixels",
+    )
+    p.set_defaults(func=run_import_pth)
