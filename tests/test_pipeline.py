@@ -1,0 +1,190 @@
+"""The DAG as a DVC pipeline: generated dvc.yaml, the sample, packing, preflight, and real
+`dvc repro` runs in a temporary git repository (only what a change touches re-runs)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import tree_bytes
+from PIL import Image
+
+from rvos_kit.cli import main
+from rvos_kit.dag import render
+from rvos_kit.errors import KitError
+from rvos_kit.meta import load_meta
+from rvos_kit.pack import pack
+from rvos_kit.sample import MODELS, make_sample
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize("params", ["params.yaml", "demo/params.yaml", "audit/params.yaml"])
+def test_committed_dvc_yaml_is_generated_from_params(params):
+    p = REPO / params
+    assert (p.parent / "dvc.yaml").read_text() == render(p), f"run `rvos-kit dag --params {params}`"
+
+
+# ----------------------------------------------------------------------------- sample
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    return make_sample(tmp_path_factory.mktemp("s") / "sample", seed=3, videos=5, frames=6,
+                       progress=False)  # fmt: skip
+
+
+def test_sample_is_deterministic_and_shaped(sample, tmp_path):
+    again = make_sample(tmp_path / "again", seed=3, videos=5, frames=6, progress=False)
+    assert tree_bytes(sample) == tree_bytes(again)
+    other = make_sample(tmp_path / "other", seed=4, videos=5, frames=6, progress=False)
+    assert tree_bytes(other) != tree_bytes(sample)
+    meta = load_meta(sample / "meta_expressions.json")
+    counts = [len(v.exp_ids) for v in meta]
+    assert any(c % 2 for c in counts) and any(c % 2 == 0 for c in counts)
+    for v in meta:
+        assert len(list((sample / "JPEGImages" / v.name).glob("*.jpg"))) == len(v.frames)
+    for m, kind in MODELS.items():
+        assert (sample / "models" / m / "scores.json").is_file()
+        quirk = sample / "models" / m / "Annotations_sigmoid_odd"
+        assert quirk.is_dir() == (kind == "probabilities")
+    # quirk 9.1: sigmoid(p) > 0.5 on probabilities is practically the whole frame
+    v = next(v for v in meta if len(v.exp_ids) % 2)
+    q = np.array(Image.open(sample / "models/vit_huge/Annotations_sigmoid_odd" / v.name /
+                            v.exp_ids[-1] / f"{v.frames[0]}.png"))  # fmt: skip
+    assert (q == 255).mean() > 0.95
+
+
+# ------------------------------------------------------------------------------- pack
+def test_pack_is_deterministic_and_complete(sample, tmp_path):
+    meta = load_meta(sample / "meta_expressions.json")
+    a = pack(sample / "gt", tmp_path / "a.zip", meta, progress=False)
+    os.utime(next((sample / "gt").rglob("*.png")), (1, 1))  # mtimes must not matter
+    b = pack(sample / "gt", tmp_path / "b.zip", meta, progress=False)
+    assert a == b and (tmp_path / "a.zip").read_bytes() == (tmp_path / "b.zip").read_bytes()
+    with zipfile.ZipFile(tmp_path / "a.zip") as zf:
+        infos = zf.infolist()
+        names = [i.filename for i in infos]
+        assert len(names) == meta.n_masks
+        want = [f"Annotations/{v.name}/{e}/{f}.png" for v in meta for e in v.exp_ids
+                for f in v.frames]  # fmt: skip
+        assert names == want
+        assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
+        assert {i.external_attr >> 16 for i in infos} == {0o100644}
+        assert zf.read(want[0]) == (sample / "gt" / want[0].split("/", 1)[1]).read_bytes()
+
+
+def test_pack_refuses_incomplete_tree(sample, tmp_path, capsys):
+    tree = tmp_path / "tree"
+    shutil.copytree(sample / "gt", tree)
+    victim = next(tree.rglob("*.png"))
+    victim.unlink()
+    (tmp_path / "sub.zip").write_bytes(b"previous")
+    rc = main(["pack", str(tree), "--out", str(tmp_path / "sub.zip"),
+               "--meta", str(sample / "meta_expressions.json")])  # fmt: skip
+    assert rc == 2
+    assert f"{victim.name}: missing" in capsys.readouterr().err
+    assert (tmp_path / "sub.zip").read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub.zip", "tree"]
+
+
+# -------------------------------------------------------------------------- preflight
+def test_reproduce_without_inputs_says_what_is_missing(tmp_path):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    r = subprocess.run([str(BIN / "rvos-kit"), "preflight", "--params", "params.yaml"],
+                       cwd=REPO, capture_output=True, text=True, env=env)  # fmt: skip
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert "meta_expressions.json not found" in r.stderr
+    assert "source: infer" in r.stderr and "not available yet" in r.stderr
+    assert "rvos-kit fetch aot_swinl" in r.stderr
+    # the demo generates its own inputs
+    r = subprocess.run([str(BIN / "rvos-kit"), "preflight", "--params", "demo/params.yaml"],
+                       cwd=REPO, capture_output=True, text=True, env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+
+
+def test_params_errors_are_named(tmp_path):
+    p = yaml.safe_load((REPO / "demo/params.yaml").read_text())
+    p["paths"]["lock"] = str(REPO / "checkpoints.lock")
+    p["fusion"]["en2"]["members"][1] = "soc/nope"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    with pytest.raises(KitError, match=r"fusion.en2.members: 'soc/nope'"):
+        render(tmp_path / "params.yaml")
+    p["fusion"]["en2"]["members"][1] = "soc/aot"
+    p["models"]["vit_huge"]["source"] = "released"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    with pytest.raises(KitError, match="quirk 9.1"):
+        render(tmp_path / "params.yaml")
+
+
+# ---------------------------------------------------------------------- dvc end to end
+def _dvc(repo: Path, *args) -> str:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    r = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, capture_output=True, text=True,
+                       env=env)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def _ran(out: str) -> set[str]:
+    return set(re.findall(r"Running stage '(?:pipe/dvc\.yaml:)?([^']+)'", out))
+
+
+@pytest.fixture(scope="module")
+def dvc_repo(tmp_path_factory):
+    """A git + DVC repository holding the demo pipeline on a smaller sample, already run."""
+    repo = tmp_path_factory.mktemp("repo")
+    p = yaml.safe_load((REPO / "demo/params.yaml").read_text())
+    p["sample"].update(videos=3, frames=5)
+    p["paths"]["lock"] = "checkpoints.lock"
+    (repo / "pipe").mkdir()
+    (repo / "pipe/params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    shutil.copy(REPO / "checkpoints.lock", repo / "pipe/checkpoints.lock")
+    (repo / "pipe/dvc.yaml").write_text(render(repo / "pipe/params.yaml"))
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    _dvc(repo, "init", "-q")
+    _dvc(repo, "config", "core.analytics", "false")
+    out = _dvc(repo, "repro", "pipe/dvc.yaml")
+    stages = set(yaml.safe_load((repo / "pipe/dvc.yaml").read_text())["stages"])
+    assert _ran(out) == stages
+    return repo
+
+
+def test_changing_a_stage2_threshold_reruns_only_downstream(dvc_repo):
+    repo = dvc_repo
+    params = repo / "pipe/params.yaml"
+    before = (repo / "pipe/outputs/submission.zip").read_bytes()
+    keep = {n: tree_bytes(repo / "pipe/outputs/fused" / n) for n in ("en2", "soc_mutr_referft")}
+    p = yaml.safe_load(params.read_text())
+    p["fusion"]["final"]["pair_threshold"] = 2
+    params.write_text(yaml.safe_dump(p, sort_keys=False))
+    (repo / "pipe/dvc.yaml").write_text(render(params))
+    out = _dvc(repo, "repro", "pipe/dvc.yaml")
+    assert _ran(out) == {"vote_final", "pack", "evaluate_final", "summary"}
+    assert (repo / "pipe/outputs/submission.zip").read_bytes() != before
+    for n, b in keep.items():
+        assert tree_bytes(repo / "pipe/outputs/fused" / n) == b
+    assert _ran(_dvc(repo, "repro", "pipe/dvc.yaml")) == set()
+
+
+def test_changing_a_stage1_member_reruns_its_branch(dvc_repo):
+    repo = dvc_repo
+    params = repo / "pipe/params.yaml"
+    p = yaml.safe_load(params.read_text())
+    p["fusion"]["soc_mutr_referft"]["members"] = ["soc", "convnext", "referformer_ft"]
+    params.write_text(yaml.safe_dump(p, sort_keys=False))
+    (repo / "pipe/dvc.yaml").write_text(render(params))
+    ran = _ran(_dvc(repo, "repro", "pipe/dvc.yaml"))
+    assert ran == {
+        "vote_soc_mutr_referft", "evaluate_soc_mutr_referft",
+        "propagate_aot_soc_mutr_referft", "evaluate_soc_mutr_referft_aot",
+        "vote_en2", "evaluate_en2", "vote_final", "evaluate_final", "pack", "summary",
+    }  # fmt: skip
