@@ -12,7 +12,7 @@ Prints frames per second of both, the speed-up, and the largest difference betwe
 two per-expression J and F (every GT frame holds the object, so both average the same
 frames).
 
-    python bench/evaluate.py [--videos 4] [--exps 4] [--frames 20] [--workers 1 2]
+    python bench/evaluate.py [--videos 4] [--exps 4] [--frames 20] [--workers 1 2] [--noise 0]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from rvos_kit.meta import load_meta  # noqa: E402
 H, W = 720, 1280
 
 
-def make_data(root: Path, n_videos: int, n_exps: int, n_frames: int):
+def make_data(root: Path, n_videos: int, n_exps: int, n_frames: int, noise: float = 0.0):
     rng = np.random.default_rng(0)
     meta = {"videos": {}}
     yy, xx = np.mgrid[0:H, 0:W]
@@ -57,6 +57,8 @@ def make_data(root: Path, n_videos: int, n_exps: int, n_frames: int):
                 if rng.random() < 0.3:  # a stray false-positive blob
                     sy, sx = rng.integers(0, H - 40), rng.integers(0, W - 40)
                     pred[sy : sy + 30, sx : sx + 35] = True
+                if noise:  # isolated wrong pixels all over the frame: no small box to crop
+                    pred ^= rng.random((H, W)) < noise
                 for name, m in (("gt", gt), ("pred", pred)):
                     d = root / name / vid / str(e)
                     d.mkdir(parents=True, exist_ok=True)
@@ -78,6 +80,12 @@ def main() -> None:
     ap.add_argument("--exps", type=int, default=4)
     ap.add_argument("--frames", type=int, default=20)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        help="flip this fraction of prediction pixels at random (worst case for cropping)",
+    )
     args = ap.parse_args()
     try:
         from vos_benchmark.benchmark import benchmark
@@ -89,7 +97,7 @@ def main() -> None:
         root = Path(tmp)
         print(f"generating {args.videos} videos x {args.exps} expressions x {args.frames} "
               f"frames at {W}x{H} ...", flush=True)  # fmt: skip
-        meta = load_meta(make_data(root, args.videos, args.exps, args.frames))
+        meta = load_meta(make_data(root, args.videos, args.exps, args.frames, args.noise))
         n = args.videos * args.exps * args.frames
         for workers in args.workers:
             t0 = time.perf_counter()

@@ -11,8 +11,9 @@ import pytest
 from conftest import make_meta_dict, make_tree, write_meta
 from PIL import Image
 
+import rvos_kit.evaluate as ev
 from rvos_kit.cli import main
-from rvos_kit.evaluate import bound_pix, evaluate, frame_jf, seg2bmap
+from rvos_kit.evaluate import bound_pix, count_matched, evaluate, frame_jf, seg2bmap
 from rvos_kit.meta import parse_meta
 
 
@@ -122,6 +123,25 @@ def test_frame_values_equal_reference_formulas(rng):
         seen_f.add(round(f, 3))
         n += 1
     assert n > 50 and len(seen_f) > 20  # the cases are not all trivial
+
+
+def test_count_matched_equals_disk_dilation(rng, monkeypatch):
+    """Both ways of counting boundary matches (offsets outside the inner square for a
+    few candidates, the disk dilation for many) equal the plain disk dilation."""
+    calls = []
+    real = ev.disk_kernel
+    monkeypatch.setattr(ev, "disk_kernel", lambda r: calls.append(r) or real(r))
+    ring_path = 0
+    for radius in range(1, 13):
+        for dq, ds in ((0.002, 0.002), (0.01, 0.01), (0.05, 0.05), (0.5, 0.5), (1, 0.003)):
+            h, w = rng.integers(1, 90, size=2)
+            q = (rng.random((h, w)) < dq).astype(np.uint8)
+            s = (rng.random((h, w)) < ds).astype(np.uint8)
+            before = len(calls)
+            got = count_matched(q, s, radius)
+            ring_path += len(calls) == before
+            assert got == np.sum(q.astype(bool) & ref_dilate_disk(s.astype(bool), radius))
+    assert calls and ring_path > 10  # both ways were taken
 
 
 def test_radius_and_edge_conventions():
