@@ -9,7 +9,8 @@ PYTEST_ARGS ?=
 # Pipelines run with the kit's environment first on PATH; DVC never phones home.
 RUN := PATH="$(abspath $(VENV))/bin:$$PATH" DVC_NO_ANALYTICS=1
 
-.PHONY: help venv test lint lock bench clean demo demo-check reproduce audit dag
+.PHONY: help venv test lint lock bench clean demo demo-check reproduce audit dag \
+	images base-image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
@@ -29,6 +30,7 @@ test: $(STAMP) ## run the test suite (creates $(VENV) first)
 lint: $(STAMP) ## ruff on the code
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/hadolint docker/rvos.Dockerfile docker/uninext.Dockerfile
 
 lock: $(STAMP) ## regenerate constraints.txt from the current environment
 	$(PY) -m pip freeze --exclude-editable --exclude rvos-kit --exclude deaotpy \
@@ -63,6 +65,19 @@ audit: $(STAMP) ## recompute stage 2 from the released trees and compare (audit/
 	$(RUN) rvos-kit dag --params audit/params.yaml
 	$(RUN) dvc repro audit/dvc.yaml || { echo "audit: disagreements found, see audit/outputs/report/index.html"; exit 1; }
 	@echo "audit: every frame pixel-identical; report: audit/outputs/report/index.html"
+
+# Docker images for the GPU stages (docs/docker.md). Keep the tags equal to runner.images
+# in params.yaml. The base is built FROM tag@digest once docker/base-images.lock has it.
+KIT_VERSION := $(shell sed -nE 's/^version = "(.*)"/\1/p' pyproject.toml)
+RVOS_IMAGE ?= rvos-kit/rvos:$(KIT_VERSION)
+UNINEXT_IMAGE ?= rvos-kit/uninext:$(KIT_VERSION)
+
+base-image: ## pull the CUDA base image by its locked digest (records it on first use)
+	docker/base-images.sh verify
+
+images: base-image ## build both Docker images (`make -n images` prints the exact commands)
+	docker build --file docker/rvos.Dockerfile --build-arg CUDA_IMAGE=$(shell docker/base-images.sh ref) --tag $(RVOS_IMAGE) .
+	docker build --file docker/uninext.Dockerfile --build-arg CUDA_IMAGE=$(shell docker/base-images.sh ref) --tag $(UNINEXT_IMAGE) .
 
 bench: $(STAMP) ## print throughput numbers (fusion)
 	$(PY) bench/fusion.py

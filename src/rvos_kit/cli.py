@@ -28,6 +28,7 @@ VERB_MODULES = (
     "summary",
     "dag",
     "preflight",
+    "runner",
     "evaluate",
     "audit",
 )
