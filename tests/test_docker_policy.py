@@ -375,7 +375,6 @@ NATIVE_ONLY = {
     "torch": "each image locks its own +cu113 torch",
     "gdown": "fetch runs natively",
     "dvc": "the pipeline driver runs natively",
-    "requests": "fetch runs natively (imported lazily)",
     "ruamel-yaml": "fetch --record runs natively (imported lazily)",
 }
 
@@ -393,7 +392,7 @@ def test_image_locks_carry_the_kits_dependencies():
 def test_kit_imports_without_native_only_packages():
     """`rvos-kit --help` (every verb module) must import in an image, which has neither
     gdown, dvc, ruamel.yaml nor deaotpy (uninext) -- the build runs it as a smoke test."""
-    blocked = ["gdown", "dvc", "ruamel", "aot", "requests"]
+    blocked = ["gdown", "dvc", "ruamel", "aot"]
     code = (
         "import sys, importlib.abc\n"
         "class B(importlib.abc.MetaPathFinder):\n"
