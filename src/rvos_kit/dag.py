@@ -123,8 +123,19 @@ class _Builder:
         src, mdir = spec["source"], self.model_dir(m)
         if src == "imported":
             self.stages[f"rvos_{m}"] = {
-                "cmd": _q(["rvos-kit", "import-pth", *spec["dumps"], "--kind", spec["kind"],
-                           "--out", mdir, "--meta", self.meta]),  # fmt: skip
+                "cmd": _q(
+                    [
+                        "rvos-kit",
+                        "import-pth",
+                        *spec["dumps"],
+                        "--kind",
+                        spec["kind"],
+                        "--out",
+                        mdir,
+                        "--meta",
+                        self.meta,
+                    ]
+                ),  # fmt: skip
                 "deps": [*spec["dumps"], self.meta],
                 "params": [f"models.{m}"],
                 "outs": [mdir],
@@ -133,8 +144,21 @@ class _Builder:
             self.released(f"released_{m}_origin", f"{mdir}/Annotations", f"rvos_{m}")
         elif src == "infer":
             self.stages[f"rvos_{m}"] = {
-                "cmd": _q(["rvos-kit", "run", "--stage", f"infer_{m}", "--", "infer", m,
-                           "--meta", self.meta, "--out", mdir]),  # fmt: skip
+                "cmd": _q(
+                    [
+                        "rvos-kit",
+                        "run",
+                        "--stage",
+                        f"infer_{m}",
+                        "--",
+                        "infer",
+                        m,
+                        "--meta",
+                        self.meta,
+                        "--out",
+                        mdir,
+                    ]
+                ),  # fmt: skip
                 "deps": [self.meta],
                 "params": [f"models.{m}"],
                 "outs": [mdir],
@@ -142,8 +166,18 @@ class _Builder:
         if src != "released":
             kf = f"{self.out}/key_frames/{m}.json"
             self.stages[f"keyframes_{m}"] = {
-                "cmd": _q(["rvos-kit", "keyframes", "--scores", f"{mdir}/scores.json",
-                           "--meta", self.meta, "--out", kf]),  # fmt: skip
+                "cmd": _q(
+                    [
+                        "rvos-kit",
+                        "keyframes",
+                        "--scores",
+                        f"{mdir}/scores.json",
+                        "--meta",
+                        self.meta,
+                        "--out",
+                        kf,
+                    ]
+                ),  # fmt: skip
                 "deps": [f"{mdir}/scores.json", self.meta],
                 "outs": [kf],
             }
@@ -228,8 +262,9 @@ class _Builder:
         sha = sub.get("sha256", "submission.sha256")
         src = self.tree(sub["node"])
         self.stages["pack"] = {
-            "cmd": _q(["rvos-kit", "pack", src, "--out", z, "--meta", self.meta,
-                       "--sha256", sha]),  # fmt: skip
+            "cmd": _q(
+                ["rvos-kit", "pack", src, "--out", z, "--meta", self.meta, "--sha256", sha]
+            ),  # fmt: skip
             "deps": [src, self.meta],
             "params": ["submission"],
             "outs": [z, {sha: {"cache": False}}],
@@ -244,8 +279,20 @@ class _Builder:
             m = f"{self.out}/metrics/{self.label(ref)}.json"
             files.append(m)
             self.stages[f"evaluate_{self.label(ref).replace('.', '_')}"] = {
-                "cmd": _q(["rvos-kit", "evaluate", "--gt", gt, "--pred", self.tree(ref),
-                           "--meta", self.meta, "--json", m]),  # fmt: skip
+                "cmd": _q(
+                    [
+                        "rvos-kit",
+                        "evaluate",
+                        "--gt",
+                        gt,
+                        "--pred",
+                        self.tree(ref),
+                        "--meta",
+                        self.meta,
+                        "--json",
+                        m,
+                    ]
+                ),  # fmt: skip
                 "deps": [gt, self.tree(ref), self.meta],
                 "metrics": [{m: {"cache": False}}],
             }
@@ -255,8 +302,9 @@ class _Builder:
             "cmd": _q(["rvos-kit", "summarize", *files, "--csv", csv, "--markdown", md]),
             "deps": files,
             "outs": [{md: {"cache": False}}],
-            "plots": [{csv: {"cache": False, "x": "J&F", "y": "node",
-                             "template": "bar_horizontal"}}],  # fmt: skip
+            "plots": [
+                {csv: {"cache": False, "x": "J&F", "y": "node", "template": "bar_horizontal"}}
+            ],  # fmt: skip
         }
 
     def audit(self) -> None:
@@ -304,6 +352,31 @@ class _Builder:
                         todo.append(prod)
         self.stages = {n: s for n, s in self.stages.items() if n in keep}
 
+    # The module(s) each verb runs, so that a code change re-runs its stages (and DVC's
+    # run-cache never restores outputs made by other code).
+    CODE = {
+        "make-sample": ["sample.py", "masktree.py"],
+        "keyframes": ["keyframes.py"],
+        "vote": ["fusion.py", "masktree.py", "meta.py"],
+        "propagate": ["propagate", "masktree.py", "keyframes.py"],
+        "pack": ["pack.py", "masktree.py"],
+        "evaluate": ["evaluate.py", "masktree.py"],
+        "summarize": ["summary.py"],
+        "import-pth": ["importers.py", "masktree.py"],
+        "import-zip": ["importers.py"],
+        "audit": ["audit.py", "report.py"],
+    }
+
+    def add_code_deps(self) -> None:
+        code = self.p["paths"].get("code")
+        if not code:
+            return
+        for s in self.stages.values():
+            words = s["cmd"].split()
+            verb = words[words.index("--") + 1] if "--" in words else words[1]
+            for f in self.CODE.get(verb, []):
+                s.setdefault("deps", []).append(f"{code}/{f}")
+
     def build(self) -> dict:
         self.sample()
         for m in self.models:
@@ -324,6 +397,7 @@ class _Builder:
         self.evaluate(refs)
         self.audit()
         self.prune()
+        self.add_code_deps()
         for s in self.stages.values():
             if "deps" in s:
                 s["deps"] = sorted(set(map(str, s["deps"])))
@@ -338,8 +412,38 @@ def render(params_path: str | os.PathLike) -> str:
     return HEADER.format(params=params_path.name) + body
 
 
+def lock_outs(path) -> dict[str, tuple]:
+    """{output path: (md5, size, nfiles)} of every stage output recorded in a dvc.lock."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise KitError(f"{path}: dvc.lock not found") from None
+    return {
+        o["path"]: (o.get("md5"), o.get("size"), o.get("nfiles"))
+        for st in (doc or {}).get("stages", {}).values()
+        for o in st.get("outs", [])
+    }
+
+
+def compare_outs(expected, actual) -> list[str]:
+    """Outputs whose hash differs between two dvc.lock files (code deps may differ)."""
+    a, b = lock_outs(expected), lock_outs(actual)
+    return [f"{k}: {a.get(k, ('absent',))[0]} -> {b.get(k, ('absent',))[0]}"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]  # fmt: skip
+
+
 def run(args) -> int:
     params = Path(args.params)
+    if args.compare_outs:
+        lock = params.with_name("dvc.lock")
+        diff = compare_outs(args.compare_outs, lock)
+        if diff:
+            lines = "\n".join(f"  {d}" for d in diff)
+            raise KitError(
+                f"{lock}: {len(diff)} output(s) differ from {args.compare_outs}:\n{lines}"
+            )
+        print(f"{lock}: all {len(lock_outs(lock))} outputs match {args.compare_outs} byte for byte")
+        return 0
     out = Path(args.out) if args.out else params.with_name("dvc.yaml")
     text = render(params)
     if args.check:
@@ -367,4 +471,10 @@ def register(sub) -> None:
     p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     p.add_argument("--out", help="dvc.yaml to write (default: beside the params file)")
     p.add_argument("--check", action="store_true", help="fail if dvc.yaml is out of date")
+    p.add_argument(
+        "--compare-outs",
+        metavar="DVC_LOCK",
+        help="compare the output hashes of the dvc.lock beside --params with DVC_LOCK "
+        "(e.g. the committed one); fail on any difference",
+    )
     p.set_defaults(func=run)

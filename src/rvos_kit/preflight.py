@@ -80,8 +80,11 @@ def missing_inputs(params_path) -> list[str]:
         if c["backend"] != "flow" and computed:
             gpu = gpu or p.get("device", "cuda") == "cuda"
             name = "aot_swinl" if c["backend"] == "aot" else "deaot_swinl"
-            need(c.get("checkpoint"), f"propagation.{prop} checkpoint",
-                 f"run `rvos-kit fetch {name} --lock {lock_path}`")
+            need(
+                c.get("checkpoint"),
+                f"propagation.{prop} checkpoint",
+                f"run `rvos-kit fetch {name} --lock {lock_path}`",
+            )
     mode = (p.get("runner") or {}).get("mode", "native")
     if gpu and mode == "native":
         try:
