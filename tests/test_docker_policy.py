@@ -681,7 +681,9 @@ def test_base_images_records_then_pins_the_digest(tmp_path):
 def test_make_images_prints_the_exact_commands():
     if not shutil.which("make"):
         pytest.skip("make not installed")
-    r = subprocess.run(["make", "-n", "images"], cwd=REPO, capture_output=True, text=True)
+    # --no-print-directory: under `make test` the inherited MAKELEVEL adds "Entering directory"
+    r = subprocess.run(["make", "--no-print-directory", "-n", "images"], cwd=REPO,
+                       capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 0, r.stderr
     ref, digest = base_lock()
     base = ref if digest == "unresolved" else f"{ref}@{digest}"
