@@ -80,8 +80,11 @@ images: base-image ## build both Docker images (`make -n images` prints the exac
 	docker build --file docker/rvos.Dockerfile --build-arg CUDA_IMAGE=$(shell docker/base-images.sh ref) --tag $(RVOS_IMAGE) .
 	docker build --file docker/uninext.Dockerfile --build-arg CUDA_IMAGE=$(shell docker/base-images.sh ref) --tag $(UNINEXT_IMAGE) .
 
-bench: $(STAMP) ## print throughput numbers (fusion)
+bench: $(STAMP) ## print throughput numbers (fusion, evaluation, import, propagation)
 	$(PY) bench/fusion.py
+	$(PY) bench/evaluate.py
+	$(PY) bench/import_pth.py
+	$(PY) bench/propagate.py
 
 clean: ## remove the environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

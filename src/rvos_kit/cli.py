@@ -25,12 +25,12 @@ VERB_MODULES = (
     "propagate",
     "fusion",
     "pack",
+    "evaluate",
+    "audit",
     "summary",
     "dag",
     "preflight",
     "runner",
-    "evaluate",
-    "audit",
 )
 
 DESCRIPTION = """\
@@ -49,13 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
     sub.required = True
     for name in VERB_MODULES:
-        try:  # DEV-ONLY: tolerate verbs still being written; removed at integration
-            module = importlib.import_module(f"rvos_kit.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"rvos_kit.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"rvos_kit.{name}").register(sub)
     return parser
 
 
