@@ -112,7 +112,9 @@ def test_aot_small_model_contract_and_determinism(tmp_path):
 
     # Same seed through the CLI: the same bytes (determinism, and the CLI wiring).
     argv = cli_args(tmp_path, tmp_path / "b", "--backend", "aot", "--model", "aott")
-    assert main([*argv, "--random-weights", "0", "--device", "cpu"]) == 0
+    # (spelled as dvc.yaml spells the published settings)
+    published = ["--scales", "0.8,1.0,1.2", "--flip", "--max-long-side", "1040"]
+    assert main([*argv, "--random-weights", "0", "--device", "cpu", *published]) == 0
     assert tree_bytes(tmp_path / "b") == got
 
 

@@ -296,7 +296,7 @@ def run(args) -> int:
             random_seed=args.random_weights,
             device=args.device,
             scales=args.scales,
-            flip=not args.no_flip,
+            flip=args.flip,
             max_long_side=args.max_long_side if args.max_long_side > 0 else None,
             long_term_gap=args.long_term_gap,
             amp=not args.no_amp,
@@ -383,7 +383,12 @@ def register(sub) -> None:
         default=PUBLISHED_SCALES,
         help="TTA scales, comma-separated (default 0.8,1.0,1.2)",
     )
-    g.add_argument("--no-flip", action="store_true", help="no flipped views (default: flip)")
+    g.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add a horizontally flipped view of every scale (default: --flip)",
+    )
     g.add_argument(
         "--max-long-side",
         type=float,

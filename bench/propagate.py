@@ -1,0 +1,151 @@
+"""Propagation throughput at 720p on this machine: frames per second of each backend.
+
+Generates one 1280x720 clip (a textured object moving over a textured background, JPEG
+frames), one expression whose key frame is in the middle (so both passes run), and times
+``rvos_kit.propagate.propagate`` end to end -- JPEG decoding, the backend, PNG writing --
+after the network is built (model build time is reported apart). Each backend runs in its
+own process, so the peak memory (max RSS) is its own.
+
+Backends: ``flow`` (OpenCV DIS), and ``aot`` / ``deaot`` with random weights: the tiny
+``aott`` / ``deaott`` models and, with ``--swinl``, the published Swin-L models, all with
+the published test-time augmentation (6 views, long side <= 1040). Random weights cost
+the same time as the released ones.
+
+    python bench/propagate.py [--frames 9] [--net-frames 3] [--swinl] [--threads N]
+                              [--backends flow,aot:aott,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from rvos_kit.propagate import make_backend, propagate  # noqa: E402
+
+H, W = 720, 1280
+
+
+def make_clip(root: Path, n_frames: int) -> None:
+    rng = np.random.default_rng(0)
+
+    def texture(h, w):
+        n = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 2.0)
+        return np.clip(0.5 + 0.2 * (n - n.mean()) / n.std(), 0, 1)
+
+    bg, tex = texture(H, W) * 200 + 20, texture(2 * H, 2 * W) * 255
+    yy, xx = np.mgrid[0:H, 0:W]
+    names = [f"{5 * t:05d}" for t in range(n_frames)]
+    (root / "JPEGImages" / "v").mkdir(parents=True)
+    (root / "Annotations" / "v" / "0").mkdir(parents=True)
+    k = n_frames // 2
+    for t, name in enumerate(names):
+        dx, dy = 8 * t, 5 * t
+        m = ((xx - 400 - dx) / 220) ** 2 + ((yy - 300 - dy) / 160) ** 2 <= 1
+        f = np.where(m, tex[H // 2 - dy : H // 2 - dy + H, W // 2 - dx : W // 2 - dx + W], bg)
+        img = np.dstack([f, f * 0.8 + 30, f * 0.6 + 50]).clip(0, 255).astype(np.uint8)
+        cv2.imwrite(str(root / "JPEGImages" / "v" / f"{name}.jpg"), img)
+        mask = m if t == k else np.zeros((H, W), bool)
+        png = root / "Annotations" / "v" / "0" / f"{name}.png"
+        Image.fromarray(mask.astype(np.uint8) * 255, "L").save(png)
+    meta = {"videos": {"v": {"expressions": {"0": {"exp": "x"}}, "frames": names}}}
+    (root / "meta.json").write_text(json.dumps(meta))
+    keys = {"v": {"0": {"index_info": {"class_index": k}}}}
+    (root / "key_frame.json").write_text(json.dumps(keys))
+
+
+def one(spec: str, n_frames: int, threads: int | None) -> dict:
+    """Run one backend (``flow`` or ``aot:MODEL`` / ``deaot:MODEL``) in this process."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_clip(root, n_frames)
+        name, _, model = spec.partition(":")
+        if name == "flow":
+            backend = make_backend("flow")
+        else:
+            backend = make_backend(name, model=model, random_seed=0, device="cpu")
+        t0 = time.perf_counter()
+        backend.prepare()
+        build = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        s = propagate(
+            root / "JPEGImages",
+            root / "Annotations",
+            root / "key_frame.json",
+            root / "meta.json",
+            root / "out",
+            backend,
+            workers=1,
+            progress=False,
+        )
+        wall = time.perf_counter() - t0
+    frames = s.masks - s.propagated  # the key frame is copied, not propagated
+    return {
+        "backend": spec,
+        "frames": frames,
+        "build_s": round(build, 2),
+        "wall_s": round(wall, 2),
+        "fps": round(frames / wall, 3),
+        "s_per_frame": round(wall / frames, 2),
+        "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=9, help="clip length for flow")
+    ap.add_argument("--net-frames", type=int, default=3, help="clip length for aot/deaot")
+    ap.add_argument("--swinl", action="store_true", help="also the Swin-L models (slow)")
+    ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    ap.add_argument(
+        "--backends",
+        help="comma-separated subset, e.g. flow,aot:aott,deaot:swinl_deaotl (default: all)",
+    )
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one, args.n, args.threads)))
+        return
+    specs = [
+        ("flow", args.frames),
+        ("aot:aott", args.net_frames),
+        ("deaot:deaott", args.net_frames),
+    ]
+    if args.swinl:
+        specs += [("aot:swinl_aotl", args.net_frames), ("deaot:swinl_deaotl", args.net_frames)]
+    if args.backends:
+        want = args.backends.split(",")
+        specs = [(b, args.frames if b == "flow" else args.net_frames) for b in want]
+    print(f"propagation at {W}x{H}, CPU, 6 views (0.8/1.0/1.2 x flip, long side <= 1040)")
+    print("| backend | frames | build s | s/frame | frames/s | max RSS MB |")
+    print("|---|---|---|---|---|---|")
+    for spec, n in specs:
+        cmd = [sys.executable, __file__, "--one", spec, "--n", str(n)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        print(
+            f"| {r['backend']} | {r['frames']} | {r['build_s']} | {r['s_per_frame']} | "
+            f"{r['fps']} | {r['max_rss_mb']} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
