@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from .argtypes import count, positive_int
 from .errors import KitError
 from .jsonfiles import read_json, write_json
 from .masktree import FOREGROUND_RULES, decode_mask, decode_values
@@ -492,20 +493,6 @@ def run(args) -> int:
     return 0 if summary["identical"] else 1
 
 
-def _positive(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise ValueError(text)
-    return n
-
-
-def _count(text: str) -> int:
-    n = int(text)
-    if n < 0:
-        raise ValueError(text)
-    return n
-
-
 def register(sub) -> None:
     p = sub.add_parser(
         "audit",
@@ -548,10 +535,10 @@ def register(sub) -> None:
     )
     p.add_argument("--json", metavar="OUT.json", help="write the audit summary as JSON")
     p.add_argument(
-        "--worst", type=_count, default=WORST_DEFAULT, help="worst expressions listed (20)"
+        "--worst", type=count, default=WORST_DEFAULT, help="worst expressions listed (20)"
     )
     p.add_argument(
-        "--sheets", type=_count, default=6, help="contact sheets per stage in the report (6)"
+        "--sheets", type=count, default=6, help="contact sheets per stage in the report (6)"
     )
     p.add_argument(
         "--foreground",
@@ -560,6 +547,9 @@ def register(sub) -> None:
         help="foreground rule for the IoU: '255' (published reading) or 'nonzero'",
     )
     p.add_argument(
-        "--workers", type=_positive, default=os.cpu_count() or 1, help="processes (default: cores)"
+        "--workers",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        help="processes (default: cores)",
     )
     p.set_defaults(func=run)

@@ -44,6 +44,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from .argtypes import positive_int
 from .errors import KitError
 from .jsonfiles import write_json
 from .masktree import FOREGROUND_RULES, check_tree, expression_dir, read_mask
@@ -382,13 +383,6 @@ def run(args) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise ValueError(text)
-    return n
-
-
 def register(sub) -> None:
     p = sub.add_parser(
         "evaluate",
@@ -420,7 +414,10 @@ def register(sub) -> None:
         '"per_expression" [{"video", "exp_id", "J", "F", "J&F"}]',
     )
     p.add_argument(
-        "--workers", type=_positive, default=os.cpu_count() or 1, help="processes (default: cores)"
+        "--workers",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        help="processes (default: cores)",
     )
     p.add_argument(
         "--skip-first-last",

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .argtypes import positive_int
 from .errors import KitError
 from .masktree import (
     ENCODERS,
@@ -228,13 +229,6 @@ def run(args) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise ValueError(text)
-    return n
-
-
 def register(sub) -> None:
     p = sub.add_parser(
         "vote",
@@ -250,7 +244,7 @@ def register(sub) -> None:
         "read off the first source tree",
     )
     p.add_argument(
-        "--pair-threshold", type=_positive, default=4, help="pair: count >= N (default 4)"
+        "--pair-threshold", type=positive_int, default=4, help="pair: count >= N (default 4)"
     )
     p.add_argument(
         "--odd",
@@ -259,7 +253,7 @@ def register(sub) -> None:
         help="single expressions: 'vote' (count >= --odd-threshold, stage 2) or 'first' "
         "(the first source's mask, stage 1)",
     )
-    p.add_argument("--odd-threshold", type=_positive, default=3, help="odd vote: count >= N")
+    p.add_argument("--odd-threshold", type=positive_int, default=3, help="odd vote: count >= N")
     p.add_argument(
         "--odd-from",
         metavar="ROOT",
@@ -287,6 +281,9 @@ def register(sub) -> None:
         "level 1, not byte-identical",
     )
     p.add_argument(
-        "--workers", type=_positive, default=os.cpu_count() or 1, help="processes (default: cores)"
+        "--workers",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        help="processes (default: cores)",
     )
     p.set_defaults(func=run)

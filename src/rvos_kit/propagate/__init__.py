@@ -39,6 +39,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..argtypes import positive_int
 from ..errors import KitError
 from ..jsonfiles import read_json, write_json
 from ..keyframes import read_key_frames
@@ -270,13 +271,6 @@ def _scales(text: str) -> tuple[float, ...]:
     return values
 
 
-def _positive(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
-    return n
-
-
 def run(args) -> int:
     if args.backend == "flow":
         if (
@@ -349,7 +343,7 @@ def register(sub) -> None:
     p.add_argument("--backend", required=True, choices=BACKENDS)
     p.add_argument(
         "--workers",
-        type=_positive,
+        type=positive_int,
         help="flow: processes over videos (default: cores); aot/deaot: frame-decoding "
         "threads (default 2)",
     )
@@ -397,7 +391,7 @@ def register(sub) -> None:
     )
     g.add_argument(
         "--long-term-gap",
-        type=_positive,
+        type=positive_int,
         help="frames between long-term memory entries (default: the model's, 5 for *l models)",
     )
     g.add_argument("--no-amp", action="store_true", help="float32 on CUDA (default: float16 AMP)")
@@ -410,7 +404,7 @@ def register(sub) -> None:
     )
     f.add_argument(
         "--flow-max-side",
-        type=_positive,
+        type=positive_int,
         default=640,
         help="long side of the frames the flow is computed on (default 640)",
     )
