@@ -47,13 +47,16 @@ def missing_inputs(params_path) -> list[str]:
     stages = builder.build()["stages"]  # only what the pipeline's targets consume
     lock_path = p["paths"].get("lock", "checkpoints.lock")
     downloads = p["paths"].get("downloads", ".")
+    # commands to type from the current folder, not from the params file's
+    lock_cmd = os.path.relpath(base / lock_path)
+    dest_cmd = os.path.relpath(base / downloads)
     for stage in stages:
         if stage.startswith("fetch_"):
             name = stage[len("fetch_") :]
             need(
                 os.path.join(downloads, builder.lock().get(name).path),
                 f"released artifact {name}",
-                f"run `rvos-kit fetch {name} --lock {lock_path} --dest {downloads}` on a "
+                f"run `rvos-kit fetch {name} --lock {lock_cmd} --dest {dest_cmd}` on a "
                 "machine that reaches Google Drive (or place the file there; `rvos-kit verify` "
                 "checks it)",
             )
@@ -83,7 +86,7 @@ def missing_inputs(params_path) -> list[str]:
             need(
                 c.get("checkpoint"),
                 f"propagation.{prop} checkpoint",
-                f"run `rvos-kit fetch {name} --lock {lock_path}`",
+                f"run `rvos-kit fetch {name} --lock {lock_cmd} --dest {dest_cmd}`",
             )
     mode = (p.get("runner") or {}).get("mode", "native")
     if gpu and mode == "native":
