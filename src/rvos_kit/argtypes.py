@@ -5,23 +5,21 @@ from __future__ import annotations
 import argparse
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (workers, thresholds)."""
+def _int_at_least(low: int, text: str) -> int:
     try:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
+    if n < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}: {text!r}")
     return n
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (workers, thresholds)."""
+    return _int_at_least(1, text)
 
 
 def count(text: str) -> int:
     """An integer >= 0."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return n
+    return _int_at_least(0, text)

@@ -178,7 +178,6 @@ def vote(
         meta = infer_meta(sources[0])
 
     # Names first, for every tree, before a single byte is written.
-    singles = {v.name: [g[0] for g in groups(v, rule.pairing) if len(g) == 1] for v in meta}
     if rule.odd == "first":
         paired = {
             v.name: [e for g in groups(v, rule.pairing) if len(g) == 2 for e in g] for v in meta
@@ -187,6 +186,7 @@ def vote(
         for s in sources[1:]:
             check_tree(s, meta, paired)
         if odd_from is not None:
+            singles = {v.name: [g[0] for g in groups(v, rule.pairing) if len(g) == 1] for v in meta}
             check_tree(odd_from, meta, singles)
     else:
         for s in sources:

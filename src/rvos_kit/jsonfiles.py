@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 from .errors import KitError
-from .masktree import atomic_write_bytes
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON file"):
@@ -23,6 +22,8 @@ def read_json(path: str | os.PathLike, what: str = "JSON file"):
 
 def write_json(path: str | os.PathLike, obj, indent: int | None = None) -> None:
     """Write ``obj`` as JSON (keys in insertion order, trailing newline), atomically."""
+    from .masktree import atomic_write_bytes  # masktree imports meta, which imports us
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(obj, indent=indent, ensure_ascii=False) + "\n"

@@ -10,12 +10,12 @@ Expression order is the JSON key order. Every stage validates mask trees against
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import KitError
+from .jsonfiles import read_json
 
 
 @dataclass(frozen=True)
@@ -45,14 +45,6 @@ class Meta:
     def n_masks(self) -> int:
         """Number of (expression, frame) masks a full tree holds."""
         return sum(len(v.exp_ids) * len(v.frames) for v in self.videos)
-
-    def subset(self, names) -> Meta:
-        keep = set(names)
-        return Meta(tuple(v for v in self.videos if v.name in keep))
-
-    def without(self, names) -> Meta:
-        drop = set(names)
-        return Meta(tuple(v for v in self.videos if v.name not in drop))
 
 
 def _check_name(kind: str, name: str, where: str) -> None:
@@ -86,15 +78,7 @@ def parse_meta(obj: dict, where: str = "meta") -> Meta:
 
 
 def load_meta(path: str | os.PathLike) -> Meta:
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except FileNotFoundError:
-        raise KitError(f"{path}: meta_expressions file not found") from None
-    except json.JSONDecodeError as e:
-        raise KitError(f"{path}: not valid JSON ({e})") from None
-    return parse_meta(obj, str(path))
+    return parse_meta(read_json(path, "meta_expressions file"), str(path))
 
 
 def _exp_sort_key(name: str):

@@ -10,15 +10,15 @@ is written to a temp name and renamed.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import zipfile
 from pathlib import Path
 
 from tqdm import tqdm
 
+from .artifacts import sha256_file
 from .errors import KitError
-from .masktree import check_tree, expression_files, png_header
+from .masktree import atomic_write_bytes, check_tree, expression_files, png_header
 from .meta import Meta, infer_meta, load_meta
 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
@@ -48,11 +48,7 @@ def pack(root, out, meta: Meta | None = None, prefix: str = "Annotations", progr
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    h = hashlib.sha256()
-    with open(out, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(out, out.name)[0]
 
 
 def run(args) -> int:
@@ -62,7 +58,7 @@ def run(args) -> int:
     digest = pack(args.root, args.out, meta)
     print(f"{digest}  {args.out}")
     if args.sha256:
-        Path(args.sha256).write_text(f"{digest}  {Path(args.out).name}\n")
+        atomic_write_bytes(args.sha256, f"{digest}  {Path(args.out).name}\n".encode())
     return 0
 
 
