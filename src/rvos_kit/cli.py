@@ -20,6 +20,7 @@ from .errors import KitError
 VERB_MODULES = (
     "sample",
     "artifacts",
+    "infer",
     "importers",
     "keyframes",
     "propagate",

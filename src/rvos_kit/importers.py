@@ -353,8 +353,52 @@ def odd_expressions(meta: Meta) -> set[tuple[str, str]]:
     return {(v.name, v.exp_ids[-1]) for v in meta if len(v.exp_ids) % 2 == 1}
 
 
-def import_pth(dump_paths, kind: str, out_dir, meta: Meta, encoder: str = "pil") -> dict:
+def write_videos(
+    dump: dict, where, videos, kind: str, ann_root: Path, odd_root: Path | None,
+    scores: dict, encoder: str = "pil", release=None, bar=None,
+) -> int:  # fmt: skip
+    """Binarise every expression of ``videos`` (meta :class:`Video` s, all in ``dump``, which
+    :func:`plan_dumps` has checked) into ``ann_root/<video>/<exp_id>/<frame>.png``, and for
+    probability models the trailing odd expressions also into ``odd_root``; record each
+    expression's ``class_info`` in ``scores[video][exp_id]``. Returns the number of masks.
+    Shared by ``import-pth`` and ``infer`` (which streams one chunk of videos at a time)."""
     import torch
+
+    odd = odd_expressions(videos) if kind == "probabilities" else set()
+    n_masks = 0
+    for v in videos:
+        exps = {str(k): e for k, e in dump[v.name].items()}
+        scores[v.name] = {}
+        for e in v.exp_ids:
+            entry = exps[e]
+            x = entry["mask_logits"]
+            scores[v.name][e] = _scores(entry["class_info"], f"{where}: {v.name}/{e}", x.shape[0])
+            d = ann_root / v.name / e
+            d.mkdir(parents=True)
+            d_odd = None
+            if (v.name, e) in odd:
+                d_odd = odd_root / v.name / e
+                d_odd.mkdir(parents=True)
+            for t, frame in enumerate(v.frames):
+                f = x[t]
+                if kind == "logits":
+                    m = torch.sigmoid(f.float()) > 0.5
+                else:
+                    m = f > 0.5
+                write_mask(d / f"{frame}.png", m.numpy(), encoder)
+                if d_odd is not None:
+                    m_odd = torch.sigmoid(f.float()) > 0.5
+                    write_mask(d_odd / f"{frame}.png", m_odd.numpy(), encoder)
+                n_masks += 1
+                if release is not None:
+                    release(f)
+            del x, entry
+            if bar is not None:
+                bar.update(1)
+    return n_masks
+
+
+def import_pth(dump_paths, kind: str, out_dir, meta: Meta, encoder: str = "pil") -> dict:
     from tqdm import tqdm
 
     if kind not in KINDS:
@@ -381,33 +425,11 @@ def import_pth(dump_paths, kind: str, out_dir, meta: Meta, encoder: str = "pil")
         )
         with bar:
             for v in meta:
-                exps = {str(k): e for k, e in dumps[owner[v.name]][v.name].items()}
-                scores[v.name] = {}
-                for e in v.exp_ids:
-                    entry = exps[e]
-                    where = f"{paths[owner[v.name]]}: {v.name}/{e}"
-                    x = entry["mask_logits"]
-                    scores[v.name][e] = _scores(entry["class_info"], where, x.shape[0])
-                    d = ann.path / v.name / e
-                    d.mkdir(parents=True)
-                    d_odd = None
-                    if (v.name, e) in odd:
-                        d_odd = odd_tree.path / v.name / e
-                        d_odd.mkdir(parents=True)
-                    for t, frame in enumerate(v.frames):
-                        f = x[t]
-                        if kind == "logits":
-                            m = torch.sigmoid(f.float()) > 0.5
-                        else:
-                            m = f > 0.5
-                        write_mask(d / f"{frame}.png", m.numpy(), encoder)
-                        if d_odd is not None:
-                            m_odd = torch.sigmoid(f.float()) > 0.5
-                            write_mask(d_odd / f"{frame}.png", m_odd.numpy(), encoder)
-                        n_masks += 1
-                        release(f)
-                    del x, entry
-                    bar.update(1)
+                i = owner[v.name]
+                n_masks += write_videos(
+                    dumps[i], paths[i], [v], kind, ann.path,
+                    odd_tree.path if odd_tree else None, scores, encoder, release, bar,
+                )  # fmt: skip
         write_json(out_dir / "scores.json", scores)
     if kind == "logits":
         stale = out_dir / "Annotations_sigmoid_odd"

@@ -1,0 +1,35 @@
+"""ReferFormer fine-tuned, ``referformer_ft`` (``ReferFormer/``):
+``inference_ytvos_for_ensemble.sub_processor`` (the pth run) and, with ``png_run``,
+``inference_ytvos.sub_processor`` (the PNG run); both ``Resize(360)``. Arguments are those
+of ``ReferFormer/scripts/ensemble_test.sh`` / ``infer_ytvos.sh`` parsed by the upstream
+``opts.get_args_parser()`` (seed 57); the text encoder path hard-coded in
+``models/referformer.py`` is redirected to ``--pretrained/roberta-base``; the PNG
+script's hard-coded output folder lives in ``main()``, which is not called.
+"""
+
+from __future__ import annotations
+
+from . import swin
+from .core import Request
+
+FOLDER = "ReferFormer"
+UPSTREAM_FOLDERS = (FOLDER,)
+PUBLISHED_ROBERTA = "/mnt/data_16TB/lzy23/pretrained/pretrained_roberta"  # referformer.py L127
+MODEL_MODULE = "models.referformer"
+PTH_FLAGS = ["--with_box_refine", "--binary", "--freeze_text_encoder",
+             "--backbone", "video_swin_b_p4w7", "--use_checkpoint"]  # fmt: skip
+PNG_FLAGS = ["--with_box_refine", "--binary", "--freeze_text_encoder",
+             "--backbone", "video_swin_b_p4w7", "--ngpu", "1"]  # fmt: skip
+
+
+def check(req: Request) -> None:
+    swin.check_roberta(req)
+
+
+def run(req: Request, videos, out) -> None:
+    swin.run_detr_style(
+        req, videos, out, folder=FOLDER, model_module=MODEL_MODULE,
+        published_roberta=PUBLISHED_ROBERTA, script="ReferFormer inference script",
+        pth=("inference_ytvos_for_ensemble", PTH_FLAGS, False),
+        png=("inference_ytvos", PNG_FLAGS, False),
+    )  # fmt: skip
