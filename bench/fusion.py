@@ -1,16 +1,25 @@
-"""Stage-2 vote throughput at 720p: the kit vs a naive single-process PIL implementation.
+"""Stage-2 vote at 720x1280 on masks shaped like real model output, side by side.
 
-Generates 4 source trees of 720x1280 object masks (ellipses drifting over the frames,
-each source a different perturbation), then times, in one run:
+Data (seeded): per video, pairs of expressions that refer to one object, each a smooth
+blob with a wavy boundary (12 harmonics) drifting over the frames; every source and
+expression gets its own small boundary perturbation, so sources agree at IoU ~0.92.
+10% of the frames of an object are empty (the object is not visible). Masks are saved
+by PIL with default settings (~3 KB each), so PIL's adaptive filter writes None, Sub,
+Up and Paeth rows, as in real output. The script prints the measured mix.
 
-- naive: what the published stage-2 script does (PIL decode + convert('P') == 255,
+Timed in rounds (default 3), each round in this order, on the same trees:
+
+- published: what the published stage-2 script does (PIL decode + convert('P') == 255,
   float32 sums, one PIL encode per output expression), single process;
-- kit --encoder pil (byte-identical to naive; checked), 1 and N workers;
-- kit --encoder fast (same pixels, OpenCV zlib level 1), N workers.
+- kit --encoder pil (byte-identical to published; checked), 1 and N workers;
+- kit --encoder fast (same pixels, not PIL's bytes), N workers.
 
-Prints output masks per second and the speed-up over naive.
+Then, in this process, the kit's per-mask cost of decode, vote and encode, and the
+floor: libdeflate inflate + one copy of the rows (a lower bound of any unfiltering) of
+the 4 inputs of every output mask, plus one PIL encode per expression pair; and the
+share of input PNGs the fast decode path took.
 
-    python bench/fusion.py [--videos 4] [--exps 5] [--frames 20] [--workers 2]
+    python bench/fusion.py [--videos 4] [--exps 5] [--frames 10] [--workers 2] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -19,50 +28,108 @@ import argparse
 import hashlib
 import json
 import os
+import platform
+import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
+import deflate
 import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from rvos_kit.fusion import VoteRule, vote  # noqa: E402
+from rvos_kit import pngcodec  # noqa: E402
+from rvos_kit.fusion import VoteRule, _count, _foregrounds, groups, vote  # noqa: E402
 from rvos_kit.meta import load_meta  # noqa: E402
 
 H, W = 720, 1280
 
 
-def make_data(root: Path, n_videos: int, n_exps: int, n_frames: int, n_sources: int):
-    rng = np.random.default_rng(0)
+# ---------------------------------------------------------------------------------- data
+def wavy_objects(rng, n_frames, n_masks, h=H, w=W, empty=0.1, harmonics=12):
+    """For each frame, ``n_masks`` boolean masks of one object (one per source x
+    expression): a blob whose radius is a sum of ``harmonics`` drifting sinusoids of the
+    angle, each mask with its own perturbation; ``empty`` of the frames are empty."""
+    k = np.arange(1, harmonics + 1)
+    scale = min(h / H, w / W)
+    cy, cx = rng.uniform(0.32, 0.68) * h, rng.uniform(0.26, 0.74) * w
+    radius = rng.uniform(110, 250) * scale
+    vy, vx = rng.uniform(-4, 4, 2) * scale
+    amp = rng.uniform(0.3, 1.0, harmonics) * 0.4 / k
+    phase = rng.uniform(0, 2 * np.pi, harmonics)
+    drift = rng.uniform(-0.2, 0.2, harmonics)
+    pert = rng.normal(0, 0.055 / np.sqrt(harmonics), (n_masks, harmonics))
+    pert = pert * np.exp(1j * rng.uniform(0, 2 * np.pi, pert.shape))
+    size = rng.normal(1, 0.015, n_masks)
+    for t in range(n_frames):
+        if rng.random() < empty:
+            yield [np.zeros((h, w), bool)] * n_masks
+            continue
+        y0, x0 = cy + vy * t, cx + vx * t
+        reach = radius * (1.1 + amp.sum() + 0.1)
+        ya, yb = int(max(0, y0 - reach)), int(min(h, y0 + reach + 1))
+        xa, xb = int(max(0, x0 - reach)), int(min(w, x0 + reach + 1))
+        dy = (np.arange(ya, yb, dtype=np.float32) - y0)[:, None]
+        dx = (np.arange(xa, xb, dtype=np.float32) - x0)[None, :]
+        dist = np.sqrt(dy * dy + dx * dx)
+        z = ((dx + 1j * dy) / np.maximum(dist, 1e-6)).astype(np.complex64)  # e^(i angle)
+        powers = [z]
+        for _ in range(harmonics - 1):
+            powers.append(powers[-1] * z)
+        coef = amp * np.exp(1j * (phase + drift * t))
+        masks = []
+        for m in range(n_masks):
+            c = np.conj(coef + pert[m])
+            r = np.ones_like(dist)
+            for j in range(harmonics):
+                r += (powers[j] * c[j]).real
+            mask = np.zeros((h, w), bool)
+            mask[ya:yb, xa:xb] = dist < radius * size[m] * r
+            masks.append(mask)
+        yield masks
+
+
+def make_data(root: Path, n_videos, n_exps, n_frames, n_sources, h=H, w=W, seed=0):
+    """Source trees ``root/src<i>`` and ``root/meta.json``; returns (sources, meta path)."""
+    rng = np.random.default_rng(seed)
     meta = {"videos": {}}
-    yy, xx = np.mgrid[0:H, 0:W]
+    sources = [root / f"src{s}" for s in range(n_sources)]
     for v in range(n_videos):
-        frames = [f"{5 * t:05d}" for t in range(n_frames)]
         vid = f"v{v:03d}"
-        meta["videos"][vid] = {
-            "expressions": {str(e): {"exp": "x"} for e in range(n_exps)},
-            "frames": frames,
-        }
-        for e in range(n_exps):
-            cy, cx = rng.uniform(200, 520), rng.uniform(300, 980)
-            ry, rx = rng.uniform(60, 200), rng.uniform(80, 300)
-            vy, vx = rng.uniform(-4, 4, size=2)
-            for t, f in enumerate(frames):
-                truth = ((yy - cy - vy * t) / ry) ** 2 + ((xx - cx - vx * t) / rx) ** 2
-                for s in range(n_sources):
-                    jitter = rng.uniform(0.85, 1.15)
-                    m = truth < jitter
-                    d = root / f"src{s}" / vid / str(e)
+        frames = [f"{5 * t:05d}" for t in range(n_frames)]
+        exps = [str(e) for e in range(n_exps)]
+        meta["videos"][vid] = {"expressions": {e: {"exp": "x"} for e in exps}, "frames": frames}
+        for i in range(0, n_exps, 2):
+            group = exps[i : i + 2]  # a pair refers to one object
+            for f, masks in zip(
+                frames, wavy_objects(rng, n_frames, n_sources * len(group), h, w), strict=True
+            ):
+                for j, m in enumerate(masks):
+                    d = sources[j % n_sources] / vid / group[j // n_sources]
                     d.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(m.astype(np.uint8) * 255, "L").save(d / f"{f}.png")
+                    Image.fromarray(m.view(np.uint8) * np.uint8(255), "L").save(d / f"{f}.png")
     (root / "meta.json").write_text(json.dumps(meta))
-    return [root / f"src{s}" for s in range(n_sources)], root / "meta.json"
+    return sources, root / "meta.json"
 
 
-def naive_vote(sources, meta_path: Path, out: Path, pair_thr=4, odd_thr=3) -> int:
+def filter_mix(pngs) -> Counter:
+    """Rows per PNG filter type (0 None .. 4 Paeth) over 8-bit grey PNGs."""
+    mix = Counter()
+    for data in pngs:
+        w, h, _, _ = pngcodec.png_header(data)
+        raw = deflate.zlib_decompress(pngcodec._idat(data), h * (w + 1))
+        mix.update(np.frombuffer(raw, np.uint8)[:: w + 1].tolist())
+    return mix
+
+
+# ------------------------------------------------------------------------------- contenders
+def published_vote(sources, meta_path: Path, out: Path, pair_thr=4, odd_thr=3) -> int:
+    """The published stage-2 loop: sorted glob, convert('P') == 255, float32, PIL save."""
     meta = json.loads(meta_path.read_text())
     n = 0
     for vid, entry in meta["videos"].items():
@@ -79,7 +146,7 @@ def naive_vote(sources, meta_path: Path, out: Path, pair_thr=4, odd_thr=3) -> in
                 for e in group
             ]
             for t, f in enumerate(entry["frames"]):
-                total = np.zeros((H, W), np.float32)
+                total = np.zeros(masks[0][t].shape, np.float32)
                 for m in masks:
                     total += m[t].astype(np.float32)
                 for e in group:
@@ -98,58 +165,194 @@ def digest(root: Path) -> str:
     return h.hexdigest()
 
 
+# ------------------------------------------------------------------------------ cost split
+def cost_split(sources, meta, rule: VoteRule) -> dict[str, float]:
+    """CPU ms per output mask of the kit's decode / vote / encode (the same calls, caches
+    and order as ``fusion._vote_video``, minus file I/O), and of the floor."""
+    cpu = time.process_time
+    t = dict.fromkeys(("decode", "vote", "encode", "inflate", "copy", "pil_encode"), 0.0)
+    outputs = inputs = fast = 0
+    for video in meta:
+        encode = pngcodec.EncodeCache(rule.encoder)
+        for group in groups(video, rule.pairing):
+            thr = rule.pair_threshold if len(group) == 2 else rule.odd_threshold
+            for frame in video.frames:
+                paths = [s / video.name / e / f"{frame}.png" for s in sources for e in group]
+                blobs = [p.read_bytes() for p in paths]
+                outputs += len(group)
+                inputs += len(blobs)
+                # floor: inflate + one copy of the rows per input, one PIL encode per group
+                for data in blobs:
+                    w, h, _, _ = pngcodec.png_header(data)
+                    t0 = cpu()
+                    raw = deflate.zlib_decompress(pngcodec._idat(data), h * (w + 1))
+                    t1 = cpu()
+                    np.frombuffer(raw, np.uint8).reshape(h, w + 1)[:, 1:].copy()
+                    t["inflate"] += t1 - t0
+                    t["copy"] += cpu() - t1
+                    fast += pngcodec.fast_decode(data) is not None
+                # the kit: decode (distinct inputs), count + threshold, encode (cached)
+                t0 = cpu()
+                fgs = _foregrounds(blobs, paths, rule.foreground)
+                t1 = cpu()
+                count = _count(fgs)
+                fused = count >= thr if count is not None else np.zeros(fgs[0][0].shape, bool)
+                t2 = cpu()
+                encode(fused)
+                t3 = cpu()
+                pngcodec.encode_mask(fused)
+                t["pil_encode"] += cpu() - t3
+                t["decode"] += t1 - t0
+                t["vote"] += t2 - t1
+                t["encode"] += t3 - t2
+    ms = {k: v * 1e3 / outputs for k, v in t.items()}
+    ms["fast_share"] = fast / inputs
+    ms["floor"] = ms["inflate"] + ms["copy"] + ms["pil_encode"]
+    return ms
+
+
+# ------------------------------------------------------------------------------------ main
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--videos", type=int, default=4)
     ap.add_argument("--exps", type=int, default=5, help="expressions per video (odd: one single)")
-    ap.add_argument("--frames", type=int, default=20)
+    ap.add_argument("--frames", type=int, default=10)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds (median and range)")
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="rvos-bench-fusion-"))
     try:
         t0 = time.perf_counter()
-        sources, meta_path = make_data(tmp, args.videos, args.exps, args.frames, 4)
+        sources, meta_path = make_data(tmp, args.videos, args.exps, args.frames, 4, seed=args.seed)
         meta = load_meta(meta_path)
+        pngs = [p.read_bytes() for s in sources for p in sorted(s.rglob("*.png"))]
+        mix = filter_mix(pngs)
+        rows = sum(mix.values())
+        names = ["None", "Sub", "Up", "Average", "Paeth"]
         print(
-            f"generated 4 x {meta.n_masks} masks at {W}x{H} in {time.perf_counter() - t0:.1f} s"
-            f" ({args.videos} videos x {args.exps} expressions x {args.frames} frames)"
+            f"{platform.node()} ({os.cpu_count()} cores), load average "
+            f"{os.getloadavg()[0]:.1f}; generated 4 x {meta.n_masks} masks at {W}x{H} in "
+            f"{time.perf_counter() - t0:.1f} s ({args.videos} videos x {args.exps} "
+            f"expressions x {args.frames} frames)"
         )
+        print(
+            f"inputs: mean {statistics.mean(map(len, pngs)) / 1e3:.1f} KB per PNG; PNG rows "
+            + ", ".join(f"{names[k]} {100 * mix[k] / rows:.1f}%" for k in range(5))
+        )
+        print(f"        {agreement(sources, meta)}")
 
-        def timed(label, fn, out):
-            t = time.perf_counter()
-            n = fn(out)
-            dt = time.perf_counter() - t
-            return label, n / dt, dt, digest(out)
-
-        rows = [
-            timed(
-                "naive PIL, 1 process", lambda o: naive_vote(sources, meta_path, o), tmp / "naive"
-            )
-        ]
-        for label, rule, workers in [
+        contenders = [("published-style (PIL), 1 process", None, 1)]
+        contenders += [
             ("kit --encoder pil, 1 worker", VoteRule(), 1),
             (f"kit --encoder pil, {args.workers} workers", VoteRule(), args.workers),
             (f"kit --encoder fast, {args.workers} workers", VoteRule(encoder="fast"), args.workers),
-        ]:
-            out = tmp / label.replace(" ", "_").replace(",", "")
-            rows.append(
-                timed(
-                    label,
-                    lambda o, r=rule, w=workers: (
-                        vote(sources, o, meta, r, workers=w, progress=False).masks
-                    ),
-                    out,
-                )
+        ]
+        times = {label: [] for label, _, _ in contenders}
+        cpus = {label: [] for label, _, _ in contenders}
+        digests = {}
+        loads = [os.getloadavg()[0]]
+        for _ in range(args.rounds):
+            for label, rule, workers in contenders:
+                out = tmp / f"out{len(digests)}"
+                c = cpu_seconds()
+                t = time.perf_counter()
+                if rule is None:
+                    n = published_vote(sources, meta_path, out)
+                else:
+                    n = vote(sources, out, meta, rule, workers=workers, progress=False).masks
+                times[label].append(time.perf_counter() - t)
+                cpus[label].append(cpu_seconds() - c)
+                digests[label] = digest(out)
+                shutil.rmtree(out)
+            loads.append(os.getloadavg()[0])
+        print(
+            f"\n{n} output masks, {args.rounds} rounds; load average (1 min) during the rounds "
+            f"{min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores. Medians [min-max];"
+            "\nspeed-up = published / kit of the same round; CPU = this process + its workers"
+        )
+        print(
+            f"{'implementation':36s} {'wall s':>17s} {'masks/s':>8s} {'speed-up':>17s}"
+            f" {'CPU s':>6s} {'CPU speed-up':>17s}  bytes"
+        )
+        label0 = contenders[0][0]
+        for label, _, _ in contenders:
+            ts, cs = times[label], cpus[label]
+            ups = [b / x for b, x in zip(times[label0], ts, strict=True)]
+            cups = [b / x for b, x in zip(cpus[label0], cs, strict=True)]
+            same = (
+                "identical to published"
+                if digests[label] == digests[label0]
+                else "differ (same pixels: tests)"
             )
-        base = rows[0][1]
-        print(f"{'implementation':36s} {'masks/s':>9s} {'seconds':>8s} {'speed-up':>9s}  bytes")
-        for label, rate, dt, dg in rows:
-            same = "identical to naive" if dg == rows[0][3] else "differ (pixels checked in tests)"
-            print(f"{label:36s} {rate:9.1f} {dt:8.2f} {rate / base:8.2f}x  {same}")
+            print(
+                f"{label:36s} {spread(ts, '.2f')} {n / statistics.median(ts):8.0f}"
+                f" {spread(ups, '.1f', 'x')} {statistics.median(cs):6.2f} "
+                f"{spread(cups, '.1f', 'x')}  {same}"
+            )
+
+        ms = cost_split(sources, meta, VoteRule())
+        msf = cost_split(sources, meta, VoteRule(encoder="fast"))
+        print(
+            f"\nper output mask, CPU ms in one process (4 inputs per mask; fast decode path "
+            f"took {100 * ms['fast_share']:.0f}% of the input PNGs):"
+        )
+        print(
+            f"  kit:   decode {ms['decode']:.2f} + vote {ms['vote']:.2f} + encode "
+            f"{ms['encode']:.2f} (pil, cached) = {ms['decode'] + ms['vote'] + ms['encode']:.2f}"
+            f"   [--encoder fast: encode {msf['encode']:.2f}]"
+        )
+        print(
+            f"  floor: inflate {ms['inflate']:.2f} + row copy {ms['copy']:.2f} + one PIL encode "
+            f"per pair {ms['pil_encode']:.2f} = {ms['floor']:.2f}"
+        )
+        pub = statistics.median(cpus[label0]) * 1e3 / n
+        print(
+            f"  published-style: {pub:.1f} ms CPU per mask -> bound set by the floor "
+            f"{pub / ms['floor']:.1f}x (pil), {pub / (ms['inflate'] + ms['copy']):.0f}x "
+            "(decode only)"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished child processes (pool workers)."""
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def spread(xs, fmt: str, unit: str = "") -> str:
+    lo, mid, hi = min(xs), statistics.median(xs), max(xs)
+    return f"{mid:6{fmt}}{unit} [{lo:{fmt}}-{hi:{fmt}}]".rjust(17)
+
+
+def agreement(sources, meta) -> str:
+    """Mean pairwise IoU between sources (non-empty masks) and the empty-frame share."""
+    ious, empty, total = [], 0, 0
+    for video in meta:
+        for e in video.exp_ids:
+            for f in video.frames:
+                ms = [
+                    pngcodec.decode_values((s / video.name / e / f"{f}.png").read_bytes()) == 255
+                    for s in sources
+                ]
+                total += 1
+                empty += not any(m.any() for m in ms)
+                for i in range(len(ms)):
+                    for j in range(i + 1, len(ms)):
+                        union = np.count_nonzero(ms[i] | ms[j])
+                        if union:
+                            ious.append(np.count_nonzero(ms[i] & ms[j]) / union)
+    return (
+        f"sources agree at mean pairwise IoU {statistics.mean(ious):.3f}; "
+        f"{100 * empty / total:.0f}% of the frames are empty"
+    )
 
 
 if __name__ == "__main__":

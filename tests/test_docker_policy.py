@@ -420,6 +420,7 @@ UNINEXT_RUNTIME_MODULES = {
     "keyframes.py",
     "masktree.py",
     "meta.py",
+    "pngcodec.py",
     "runner.py",
 }
 

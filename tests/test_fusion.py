@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -356,3 +357,27 @@ def test_kill_during_vote_then_rerun_is_identical(tmp_path):
     assert main(cmd[3:]) == 0
     assert tree_bytes(out) == tree_bytes(clean)
     assert not staging.exists()
+
+
+def test_realistic_masks_with_empty_and_repeated_frames(tmp_path):
+    """Masks like real model output (the bench's wavy blobs, PIL default settings: None,
+    Sub, Up and Paeth rows), with frames empty in every source, empty in one source, and
+    repeated byte for byte (the caches' cases): byte-identical to the reference."""
+    from test_pngcodec import load_bench
+
+    bench = load_bench()
+    sources, meta_path = bench.make_data(tmp_path / "in", 2, 3, 6, 4, h=180, w=320, seed=5)
+    meta_dict = json.loads(meta_path.read_text())
+    empty = np.zeros((180, 320), np.uint8)
+    for s in sources:
+        for e in ("0", "1", "2"):
+            d = s / "v000" / e
+            Image.fromarray(empty, "L").save(d / "00010.png")  # empty everywhere
+            (d / "00015.png").write_bytes((d / "00005.png").read_bytes())  # repeated frame
+    Image.fromarray(empty, "L").save(sources[2] / "v001" / "1" / "00020.png")
+    assert {0, 1, 2, 4} <= set(
+        bench.filter_mix(p.read_bytes() for s in sources for p in s.rglob("*.png"))
+    )
+    ref_vote(sources, meta_dict, tmp_path / "ref", pair_thr=4, odd="vote", odd_thr=3)
+    vote(sources, tmp_path / "out", parse_meta(meta_dict), workers=2, progress=False)
+    assert tree_bytes(tmp_path / "out") == tree_bytes(tmp_path / "ref")

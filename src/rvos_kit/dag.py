@@ -355,14 +355,14 @@ class _Builder:
     # The module(s) each verb runs, so that a code change re-runs its stages (and DVC's
     # run-cache never restores outputs made by other code).
     CODE = {
-        "make-sample": ["sample.py", "masktree.py"],
+        "make-sample": ["sample.py", "masktree.py", "pngcodec.py"],
         "keyframes": ["keyframes.py"],
-        "vote": ["fusion.py", "masktree.py", "meta.py"],
-        "propagate": ["propagate", "masktree.py", "keyframes.py"],
-        "pack": ["pack.py", "masktree.py"],
-        "evaluate": ["evaluate.py", "masktree.py"],
+        "vote": ["fusion.py", "masktree.py", "pngcodec.py", "meta.py"],
+        "propagate": ["propagate", "masktree.py", "pngcodec.py", "keyframes.py"],
+        "pack": ["pack.py", "masktree.py", "pngcodec.py"],
+        "evaluate": ["evaluate.py", "masktree.py", "pngcodec.py"],
         "summarize": ["summary.py"],
-        "import-pth": ["importers.py", "masktree.py"],
+        "import-pth": ["importers.py", "masktree.py", "pngcodec.py"],
         "import-zip": ["importers.py"],
         "audit": ["audit.py", "report.py"],
     }

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,16 +46,15 @@ from tqdm import tqdm
 from .argtypes import positive_int
 from .errors import KitError
 from .masktree import (
-    ENCODERS,
     FOREGROUND_RULES,
     StagedTree,
     atomic_write_bytes,
     check_tree,
     decode_mask,
-    encode_mask,
     expression_files,
 )
 from .meta import Meta, Video, infer_meta, load_meta
+from .pngcodec import ENCODERS, EncodeCache, png_header
 
 PAIRINGS = ("consecutive", "none")
 ODD_RULES = ("vote", "first")
@@ -100,24 +100,64 @@ def groups(video: Video, pairing: str) -> list[tuple[str, ...]]:
     return out
 
 
-def _read(path: Path, foreground: str, shape: list) -> np.ndarray:
-    """Foreground of one PNG; ``shape`` holds [shape, path] of the frame's first mask."""
-    with open(path, "rb") as f:
-        m = decode_mask(f.read(), path, foreground)
-    if shape[0] is None:
-        shape[0], shape[1] = m.shape, path
-    elif m.shape != shape[0]:
-        raise KitError(
-            f"{path}: size {m.shape[1]}x{m.shape[0]} differs from {shape[1]} "
-            f"({shape[0][1]}x{shape[0][0]}) for the same frame; all sources must share "
-            "each frame's size"
-        )
-    return m
+def _foregrounds(blobs: list[bytes], paths: list[Path], foreground: str) -> list[tuple]:
+    """The distinct foreground masks among the PNGs of one frame (``blobs``, read from
+    ``paths``), each with how many times it occurs: byte-identical PNGs (empty masks,
+    mostly) are decoded once. All must have the same size."""
+    seen: dict[bytes, list] = {}
+    size = None
+    for data, path in zip(blobs, paths, strict=True):
+        if data in seen:
+            seen[data][1] += 1
+            continue
+        w, h, _, _ = png_header(data, path)
+        if size is None:
+            size = (w, h, path)
+        elif (w, h) != size[:2]:
+            raise KitError(
+                f"{path}: size {w}x{h} differs from {size[2]} ({size[0]}x{size[1]}) for "
+                "the same frame; all sources must share each frame's size"
+            )
+        fg = decode_mask(data, path, foreground)
+        if fg.shape != (h, w):  # pragma: no cover - decoders check the header
+            raise KitError(f"{path}: corrupt PNG (pixels do not match its header)")
+        seen[data] = [fg, 1]
+    return [(fg, n) for fg, n in seen.values()]
+
+
+def _count(foregrounds: list[tuple]) -> np.ndarray | None:
+    """Per-pixel uint8 count over (mask, multiplicity) pairs; None when all are empty."""
+    count = None
+    for fg, n in foregrounds:
+        if not fg.any():
+            continue
+        if count is None:
+            count = fg.view(np.uint8) * np.uint8(n)
+        elif n == 1:
+            np.add(count, fg, out=count)
+        else:
+            count += fg.view(np.uint8) * np.uint8(n)
+    return count
+
+
+def _fuse(blobs: list[bytes], paths: list[Path], rule: VoteRule, threshold: int) -> np.ndarray:
+    count = _count(_foregrounds(blobs, paths, rule.foreground))
+    if count is None:  # no foreground anywhere
+        w, h, _, _ = png_header(blobs[0], paths[0])
+        return np.zeros((h, w), bool)
+    return count >= threshold
 
 
 def _vote_video(job) -> int:
-    """Fuse one video into the staging tree; returns the number of PNGs written."""
+    """Fuse one video into the staging tree; returns the number of PNGs written.
+
+    Work the bytes do not need is skipped: a pair's fused mask is encoded once and
+    written to both expressions; a frame whose input PNGs repeat an earlier frame's byte
+    for byte reuses its output; identical fused masks (empty ones, repeated frames) are
+    encoded once (:class:`EncodeCache`, keyed by content)."""
     video, sources, odd_from, staging, rule = job
+    encode = EncodeCache(rule.encoder)
+    by_inputs: OrderedDict[tuple, bytes] = OrderedDict()
     written = 0
     for group in groups(video, rule.pairing):
         single = len(group) == 1
@@ -132,15 +172,17 @@ def _vote_video(job) -> int:
         for d in out_dirs:
             d.mkdir(parents=True, exist_ok=True)
         for i, frame in enumerate(video.frames):
-            shape = [None, None]
-            count = None
-            for paths in files:
-                m = _read(paths[i], rule.foreground, shape)
-                if count is None:
-                    count = m.astype(np.uint8)
-                else:
-                    count += m
-            data = encode_mask(count >= threshold, rule.encoder)
+            paths = [f[i] for f in files]
+            blobs = []
+            for path in paths:
+                with open(path, "rb") as f:
+                    blobs.append(f.read())
+            key = (threshold, *blobs)
+            data = by_inputs.get(key)
+            if data is None:
+                data = by_inputs[key] = encode(_fuse(blobs, paths, rule, threshold))
+                if len(by_inputs) > 16:
+                    by_inputs.popitem(last=False)
             for d in out_dirs:
                 atomic_write_bytes(d / f"{frame}.png", data)
                 written += 1
