@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 RUN := PATH="$(abspath $(VENV))/bin:$$PATH" DVC_NO_ANALYTICS=1
 
 .PHONY: help venv test lint lock bench clean demo demo-check reproduce audit dag \
-	images base-image
+	images base-image readme
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
@@ -28,8 +28,8 @@ test: $(STAMP) ## run the test suite (creates $(VENV) first)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff on the code
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench tools
+	$(VENV)/bin/ruff format --check src tests bench tools
 	$(VENV)/bin/hadolint docker/rvos.Dockerfile docker/uninext.Dockerfile
 
 lock: $(STAMP) ## regenerate constraints.txt from the current environment
@@ -79,6 +79,9 @@ base-image: ## pull the CUDA base image by its locked digest (records it on firs
 images: base-image ## build both Docker images (`make -n images` prints the exact commands)
 	docker build --file docker/rvos.Dockerfile --build-arg CUDA_IMAGE=$(shell docker/base-images.sh ref) --tag $(RVOS_IMAGE) .
 	docker build --file docker/uninext.Dockerfile --build-arg CUDA_IMAGE=$(shell docker/base-images.sh ref) --tag $(UNINEXT_IMAGE) .
+
+readme: $(STAMP) ## rewrite README.md's generated blocks (J&F table, stage counts, timings)
+	$(PY) tools/readme.py
 
 bench: $(STAMP) ## print throughput numbers (fusion, evaluation, import, propagation)
 	$(PY) bench/fusion.py

@@ -1,4 +1,5 @@
-"""Stage-1/stage-2 vote: byte-identical to a straightforward implementation of spec 6/7."""
+"""Stage-1/stage-2 vote: byte-identical to a straightforward implementation of contract
+sections 6 and 7."""
 
 from __future__ import annotations
 

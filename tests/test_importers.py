@@ -25,7 +25,7 @@ from rvos_kit.meta import load_meta
 
 
 def published_png(mask: np.ndarray) -> bytes:
-    """What the published scripts write for a binary mask (spec section 2)."""
+    """What the published scripts write for a binary mask (contract section 2)."""
     buf = io.BytesIO()
     Image.fromarray(mask.astype(np.float32) * 255).convert("L").save(buf, "PNG")
     return buf.getvalue()

@@ -1,4 +1,4 @@
-"""Key frames (spec 4): first argmax of class_info, published output format."""
+"""Key frames (contract section 4): first argmax of class_info, published output format."""
 
 from __future__ import annotations
 

@@ -675,10 +675,29 @@ def _default_dest(lock_path: Path, dest) -> Path:
     return Path(dest) if dest else lock_path.resolve().parent
 
 
+def _selection(args) -> tuple[Lock, Path, list[Artifact]]:
+    """The lock, the destination root and the selected artifacts of fetch / verify.
+    With --params: what that pipeline reads, with its paths.lock and paths.downloads."""
+    if not args.params:
+        lock = load_lock(args.lock)
+        return (
+            lock,
+            _default_dest(lock.path, args.dest),
+            lock.select(args.names, args.used_by or ()),
+        )
+    if args.names or args.used_by or args.lock != DEFAULT_LOCK or args.dest:
+        raise KitError("--params chooses the artifacts, the lock and --dest itself: give it alone")
+    from .preflight import load_pipeline, pipeline_downloads
+
+    pl = load_pipeline(args.params)
+    paths = pl.p["paths"]
+    lock = load_lock(pl.base / paths.get("lock", DEFAULT_LOCK))
+    names = pipeline_downloads(pl)
+    return lock, pl.base / paths.get("downloads", "."), lock.select(names) if names else []
+
+
 def run_fetch(args) -> int:
-    lock = load_lock(args.lock)
-    dest = _default_dest(lock.path, args.dest)
-    arts = lock.select(args.names, args.used_by or ())
+    lock, dest, arts = _selection(args)
     updates: dict[str, dict] = {}
     bad = 0
     for a in arts:
@@ -707,9 +726,7 @@ def _fmt_record(rec: dict) -> str:
 
 
 def run_verify(args) -> int:
-    lock = load_lock(args.lock)
-    dest = _default_dest(lock.path, args.dest)
-    arts = lock.select(args.names, args.used_by or ())
+    lock, dest, arts = _selection(args)
     counts = {"ok": 0, "mismatch": 0, "missing": 0, "unrecorded": 0}
     for a in arts:
         target = dest / a.path
@@ -744,6 +761,12 @@ def _common_args(p) -> None:
         action="append",
         metavar="STAGE",
         help="select the artifacts a pipeline stage uses (repeatable)",
+    )
+    p.add_argument(
+        "--params",
+        metavar="PARAMS_YAML",
+        help="select every artifact that pipeline reads (released trees, checkpoints), "
+        "with its paths.lock and paths.downloads; give no NAME, --lock or --dest with it",
     )
 
 

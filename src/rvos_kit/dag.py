@@ -1,4 +1,4 @@
-"""``rvos-kit dag``: write ``dvc.yaml`` from ``params.yaml`` (spec section 8).
+"""``rvos-kit dag``: write ``dvc.yaml`` from ``params.yaml`` (contract section 8).
 
 DVC's templating cannot turn a list of fusion members into ``deps`` nor switch a stage
 between "import a dump", "unpack a released zip" and "run inference", so the pipeline
@@ -16,6 +16,13 @@ overlap)::
     propagated/<prop>/<node>/...                                       (AOT / DeAOT / flow)
     submission.zip, submission.sha256
     metrics/<node>.json, metrics/summary.csv                           (with ground truth)
+    preflight.txt                                                       (see below)
+
+The first stage, ``preflight``, runs ``rvos-kit preflight`` whenever the params file
+changes (or has never passed), and every other stage is downstream of it, so a bare
+``dvc repro`` stops there with the list of what is missing instead of failing later on
+a missing file. Its output holds the same text on every successful run, so it re-runs
+nothing else.
 """
 
 from __future__ import annotations
@@ -40,8 +47,8 @@ def _q(parts) -> str:
 
 
 class _Builder:
-    def __init__(self, p: dict, base: Path):
-        self.p, self.base = p, base
+    def __init__(self, p: dict, base: Path, params_name: str = "params.yaml"):
+        self.p, self.base, self.params_name = p, base, params_name
         self.out = p["paths"]["outputs"]
         self.meta = p["data"]["meta"]
         self.models = p["models"]
@@ -352,6 +359,29 @@ class _Builder:
                         todo.append(prod)
         self.stages = {n: s for n, s in self.stages.items() if n in keep}
 
+    def preflight(self) -> None:
+        """Put ``preflight`` first: it becomes a dependency of every stage that depends on
+        no other stage."""
+        out = f"{self.out}/preflight.txt"
+        produced = {
+            next(iter(o)) if isinstance(o, dict) else o
+            for s in self.stages.values()
+            for o in s.get("outs", []) + s.get("metrics", [])
+        }
+        for s in self.stages.values():
+            deps = s.get("deps", [])
+            if not any(d == o or d.startswith(o + "/") for d in deps for o in produced):
+                s["deps"] = [*deps, out]
+        cmd = _q(["rvos-kit", "preflight", "--params", self.params_name, "--out", out])
+        self.stages = {
+            "preflight": {
+                "cmd": cmd,
+                "deps": [self.params_name],
+                "outs": [{out: {"cache": False}}],
+            },
+            **self.stages,
+        }
+
     # The module(s) each verb runs, so that a code change re-runs its stages (and DVC's
     # run-cache never restores outputs made by other code).
     CODE = {
@@ -365,6 +395,7 @@ class _Builder:
         "import-pth": ["importers.py", "masktree.py", "pngcodec.py"],
         "import-zip": ["importers.py"],
         "audit": ["audit.py", "report.py"],
+        "preflight": ["preflight.py"],
     }
 
     def add_code_deps(self) -> None:
@@ -397,6 +428,7 @@ class _Builder:
         self.evaluate(refs)
         self.audit()
         self.prune()
+        self.preflight()
         self.add_code_deps()
         for s in self.stages.values():
             if "deps" in s:
@@ -407,7 +439,7 @@ class _Builder:
 def render(params_path: str | os.PathLike) -> str:
     params_path = Path(params_path)
     p = load_params(params_path)
-    doc = _Builder(p, params_path.parent).build()
+    doc = _Builder(p, params_path.parent, params_path.name).build()
     body = yaml.safe_dump(doc, sort_keys=False, width=1000, default_flow_style=False)
     return HEADER.format(params=params_path.name) + body
 

@@ -1,4 +1,4 @@
-"""Voting fusion over mask trees (spec sections 6, 7 and 9).
+"""Voting fusion over mask trees (contract sections 6, 7 and 9).
 
 For each video, expressions in meta order are grouped in consecutive pairs (0,1), (2,3),
 ... A pair's masks of every source, for BOTH expressions, are counted per pixel and the

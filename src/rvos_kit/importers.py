@@ -11,12 +11,12 @@ import-zip
 import-pth
     Converts an original RVOS dump ``{video: {exp_id: {"mask_logits": FloatTensor[T,H,W],
     "class_info": [T floats]}}}`` (one file, or the published split chunks) into
-    ``MODEL_DIR/Annotations/`` (binarised exactly as spec section 3: logit models
+    ``MODEL_DIR/Annotations/`` (binarised exactly as contract section 3: logit models
     ``torch.sigmoid(x.float()) > 0.5``, probability models ``p > 0.5``) and
     ``MODEL_DIR/scores.json`` (``{video: {exp_id: class_info}}``). For probability models
     it also writes ``MODEL_DIR/Annotations_sigmoid_odd/``: for the trailing odd expression
     of each video with an odd number of expressions, ``torch.sigmoid(p.float()) > 0.5``,
-    the mask the published stage-1 odd branch used (spec 9.1; ``vote --odd-from``).
+    the mask the published stage-1 odd branch used (contract section 9.1; ``vote --odd-from``).
     Dumps are read with ``torch.load(mmap=True, weights_only=True)`` one frame at a time,
     and the pages of each frame are handed back to the kernel once written, so peak memory
     stays at a few frames whatever the size of the dump.
@@ -453,7 +453,7 @@ def run_import_pth(args) -> int:
     meta = load_meta(args.meta)
     r = import_pth(args.dumps, args.kind, args.out, meta, args.encoder)
     extra = (
-        f"; Annotations_sigmoid_odd holds {r['odd']} trailing odd expressions (spec 9.1)"
+        f"; Annotations_sigmoid_odd holds {r['odd']} trailing odd expressions (quirk 9.1)"
         if args.kind == "probabilities"
         else ""
     )

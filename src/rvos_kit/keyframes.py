@@ -1,4 +1,4 @@
-"""Key frames (spec section 4): ``k = argmax_t class_info[t]``, the first maximum.
+"""Key frames (contract section 4): ``k = argmax_t class_info[t]``, the first maximum.
 
 Input ``scores.json``: ``{video: {exp_id: [score per frame]}}`` (the per-frame
 ``class_info`` of an RVOS model). Output ``key_frame.json`` in the published format:

@@ -1,4 +1,4 @@
-"""Mask trees: ``<root>/<video>/<exp_id>/<frame>.png`` (spec section 2).
+"""Mask trees: ``<root>/<video>/<exp_id>/<frame>.png`` (contract section 2).
 
 Reading
     :func:`read_mask` returns a boolean foreground array. The rule is the published
@@ -10,7 +10,7 @@ Reading
     identity, checked in the tests); anything else goes through PIL exactly as published.
 
     Files are located by *name* against meta (:func:`expression_files`), never by sorted
-    position: a missing or extra PNG is an error naming the file (spec section 9.4).
+    position: a missing or extra PNG is an error naming the file (contract section 9.4).
 
 Writing
     :func:`encode_mask` (in :mod:`rvos_kit.pngcodec`) produces exactly the bytes of PIL
@@ -102,7 +102,7 @@ def expression_files(root: str | os.PathLike, video: Video, exp_id: str) -> list
         raise KitError(
             f"{d / (missing[0] + '.png')}: missing ({len(missing)} of the {len(video.frames)} "
             f"frames meta lists for {video.name}/{exp_id} are absent); the published scripts "
-            "would silently shift frames here (spec 9.4): regenerate this expression"
+            "would silently shift frames here (contract section 9.4): regenerate this expression"
         )
     extra = sorted(present.difference(video.frames))
     if extra:

@@ -1,11 +1,11 @@
 """meta_expressions.json: which videos, expressions (in order) and frames a tree must hold.
 
-Ref-YouTube-VOS meta (spec section 1)::
+Ref-YouTube-VOS meta (contract section 1)::
 
     {"videos": {VID: {"expressions": {"0": {"exp": TEXT}, ...}, "frames": ["00000", ...]}}}
 
 Expression order is the JSON key order. Every stage validates mask trees against a
-:class:`Meta`, never against sorted directory position (spec section 9.4).
+:class:`Meta`, never against sorted directory position (contract section 9.4).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Submission zip: ``Annotations/<video>/<exp_id>/<frame>.png`` for every meta expression
-and frame (spec section 1), byte-for-byte the same on every run.
+and frame (contract section 1), byte-for-byte the same on every run.
 
 Determinism: entries in meta order (videos, expressions, frames), file entries only,
 fixed timestamp 1980-01-01 00:00:00, Unix mode 0644, stored (not deflated: the PNGs are

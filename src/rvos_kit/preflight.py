@@ -1,17 +1,72 @@
-"""``rvos-kit preflight``: before a long ``dvc repro``, list everything a pipeline needs
-that is not here (dataset, dumps, downloads, checkpoints, GPU, Docker), each with how to
-get it. Exit 0 when nothing is missing, 2 otherwise (no traceback).
+"""rvos-kit preflight: before a long `dvc repro`, list everything a pipeline needs that
+is not here, each with how to get it. Exit 0 when nothing is missing, 2 otherwise.
+
+Checked, for the stages the pipeline's outputs actually need: the dataset files (meta,
+frames, ground truth); the .pth dumps of imported models; the downloads of
+checkpoints.lock (released trees, propagation checkpoints: one `rvos-kit fetch --params`
+gets them all); models whose source is not available; and for GPU stages a CUDA device
+(runner.mode: native) or, in runner.mode: docker, the docker command, a running engine,
+the NVIDIA runtime, a GPU (nvidia-smi) and every image the stages run in.
+
+Every generated dvc.yaml starts with a `preflight` stage that runs this, so a bare
+`dvc repro` stops there with the same list.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import KitError
 from .params import load_params
+
+
+@dataclass
+class Pipeline:
+    """What the checks look at: the params file, its parsed content and its DAG."""
+
+    params_path: Path
+    p: dict
+    stages: dict = field(default_factory=dict)  # the generated dvc.yaml stages
+    builder: object = None
+
+    @property
+    def base(self) -> Path:
+        return self.params_path.parent
+
+    def missing(self, path: str | None) -> bool:
+        """True when ``path`` (relative to the params folder) is needed and absent; paths
+        the pipeline generates itself (``sample.out``) are never missing."""
+        if not path or _produced_by_sample(self.p, path):
+            return False
+        return not (self.base / path).exists()
+
+    def where(self, path: str) -> str:
+        return os.path.normpath(self.base / path)
+
+    def cmd_path(self, path: str) -> str:
+        """``path`` as typed from the current folder (hints are copy-pasteable)."""
+        return os.path.relpath(self.base / path)
+
+    @property
+    def mode(self) -> str:
+        return (self.p.get("runner") or {}).get("mode", "native")
+
+    def docker_stages(self) -> list[tuple[str, str, list[str]]]:
+        """(stage, verb, args) of every stage that goes through `rvos-kit run`."""
+        out = []
+        for name, s in self.stages.items():
+            words = shlex.split(s["cmd"])
+            if words[:2] == ["rvos-kit", "run"] and "--" in words:
+                i = words.index("--")
+                stage = words[words.index("--stage") + 1] if "--stage" in words[:i] else None
+                out.append((stage or name, words[i + 1], words[i + 2 :]))
+        return out
 
 
 def _produced_by_sample(p: dict, path: str) -> bool:
@@ -22,94 +77,179 @@ def _produced_by_sample(p: dict, path: str) -> bool:
     return os.path.normpath(path) == out or os.path.normpath(path).startswith(out + os.sep)
 
 
-def missing_inputs(params_path) -> list[str]:
-    params_path = Path(params_path)
-    p = load_params(params_path)
-    base = params_path.parent
-    problems: list[str] = []
+Check = Callable[[Pipeline], Iterable[str]]
 
-    def need(path: str | None, what: str, how: str) -> None:
-        if path and not _produced_by_sample(p, path) and not (base / path).exists():
-            problems.append(f"{what}: {os.path.normpath(base / path)} not found. {how}")
 
-    data = p["data"]
-    get_data = (
-        "Download Ref-YouTube-VOS (https://youtube-vos.org/dataset/rvos/) and set data.* in "
-        f"{params_path.name}"
+# --------------------------------------------------------------------------- checks
+def check_data(pl: Pipeline) -> Iterable[str]:
+    data, name = pl.p["data"], pl.params_path.name
+    get = "Download Ref-YouTube-VOS (https://youtube-vos.org/dataset/rvos/) and set data.*"
+    get += f" in {name}"
+    for key, what, how in (
+        ("meta", "meta_expressions", get),
+        ("images", "JPEG frames", get),
+        ("gt", "ground truth", f"set data.gt: null in {name} if none"),
+    ):
+        if pl.missing(data.get(key)):
+            yield f"{what}: {pl.where(data[key])} not found. {how}"
+
+
+def pipeline_downloads(pl: Pipeline) -> list[str]:
+    """Names of the checkpoints.lock artifacts the pipeline reads (released trees the DAG
+    unpacks, checkpoints of the propagations it computes)."""
+    names = [s[len("fetch_") :] for s in pl.stages if s.startswith("fetch_")]
+    for _prop, c, name in _computed_propagations(pl):
+        if c.get("checkpoint") and name not in names:
+            names.append(name)
+    return names
+
+
+def needed_downloads(pl: Pipeline) -> list[str]:
+    """The artifacts of :func:`pipeline_downloads` that are not on disk yet."""
+    downloads = pl.p["paths"].get("downloads", ".")
+    lock = pl.builder.lock()
+    return [
+        n for n in pipeline_downloads(pl) if pl.missing(os.path.join(downloads, lock.get(n).path))
+    ]
+
+
+def _computed_propagations(pl: Pipeline):
+    """(prop, config, checkpoint artifact) of propagation configs that run a network."""
+    for prop, c in (pl.p.get("propagation") or {}).items():
+        if c["backend"] == "flow":
+            continue
+        cmds = [pl.stages.get(f"propagate_{prop}_{n}", {}).get("cmd", "") for n in c["nodes"]]
+        if any(cmd and "import-zip" not in cmd for cmd in cmds):
+            yield prop, c, "aot_swinl" if c["backend"] == "aot" else "deaot_swinl"
+
+
+def check_downloads(pl: Pipeline) -> Iterable[str]:
+    names = needed_downloads(pl)
+    if names:
+        yield (
+            f"downloads: {len(names)} file(s) of checkpoints.lock not here ({', '.join(names)}). "
+            f"Run `rvos-kit fetch --params {pl.cmd_path(pl.params_path.name)}` on a machine "
+            "that reaches Google Drive / Hugging Face (or place the files; `rvos-kit verify` "
+            "checks them)"
+        )
+
+
+def check_models(pl: Pipeline) -> Iterable[str]:
+    for name, m in pl.p["models"].items():
+        if m["source"] == "tree" and pl.missing(m["tree"]):
+            yield (
+                f"models.{name} tree: {pl.where(m['tree'])} not found. Point "
+                f"models.{name}.tree at a model folder"
+            )
+        elif m["source"] == "imported" and f"rvos_{name}" in pl.stages:
+            for d in m["dumps"]:
+                if pl.missing(d):
+                    yield (
+                        f"models.{name} dump: {pl.where(d)} not found. The original inference "
+                        ".pth (contract section 3)"
+                    )
+
+
+def check_infer(pl: Pipeline) -> Iterable[str]:
+    infer = [
+        n for n, m in pl.p["models"].items() if m["source"] == "infer" and f"rvos_{n}" in pl.stages
+    ]
+    if infer:
+        yield (
+            f"models {', '.join(infer)}: source: infer -- RVOS inference inside the Docker "
+            "images is not available yet. Use source: imported with dumps: [<model>.pth] (the "
+            "original inference dumps), or run `make audit` to recompute stage 2 from the "
+            "authors' released intermediates"
+        )
+
+
+def check_cuda(pl: Pipeline) -> Iterable[str]:
+    gpu = any(True for _ in _computed_propagations(pl)) and pl.p.get("device", "cuda") == "cuda"
+    if not gpu or pl.mode != "native":
+        return
+    try:
+        import torch
+
+        ok = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        ok = False
+    if not ok:
+        yield (
+            "GPU: device: cuda but torch sees no CUDA device here. Run on a GPU machine "
+            "(runner.mode: docker for the pinned images) or set device: cpu (very slow)"
+        )
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def check_docker(pl: Pipeline) -> Iterable[str]:
+    if pl.mode != "docker":
+        return
+    from .runner import image_key, load_settings
+
+    settings = load_settings(pl.params_path)
+    images = sorted(
+        {
+            settings.images[k]
+            for stage, verb, args in pl.docker_stages()
+            if (k := image_key(settings, verb, args, stage))
+        }
     )
-    need(data["meta"], "meta_expressions", get_data)
-    need(data.get("images"), "JPEG frames", get_data)
-    need(data.get("gt"), "ground truth", f"set data.gt: null in {params_path.name} if none")
+    if not images:
+        return
+    docs = "(docs/docker.md)"
+    docker = shutil.which("docker")
+    if docker is None:
+        yield f"Docker: `docker` not found; install Docker Engine + NVIDIA Container Toolkit {docs}"
+        return
+    info = _run([docker, "info", "--format", "{{json .Runtimes}}"])
+    if info is None or info.returncode != 0:
+        yield f"Docker: no engine answers `docker info`; start the daemon {docs}"
+        return
+    if "nvidia" not in info.stdout:
+        yield (
+            "NVIDIA runtime: `docker info` lists no nvidia runtime; install the NVIDIA "
+            f"Container Toolkit and run `nvidia-ctk runtime configure --runtime=docker` {docs}"
+        )
+    smi = shutil.which("nvidia-smi")
+    r = _run([smi, "-L"]) if smi else None
+    if r is None or r.returncode != 0 or "GPU" not in r.stdout:
+        yield "GPU: `nvidia-smi -L` lists no NVIDIA GPU on this machine; install the driver"
+    for image in images:
+        r = _run([docker, "image", "inspect", "--format", "{{.Id}}", image])
+        if r is None or r.returncode != 0:
+            yield f"image {image}: not built on this machine; run `make images` {docs}"
 
+
+# Run in this order; issue-specific checks (e.g. per-model inference needs) append here.
+CHECKS: list[Check] = [
+    check_data,
+    check_downloads,
+    check_models,
+    check_infer,
+    check_cuda,
+    check_docker,
+]
+
+
+def load_pipeline(params_path) -> Pipeline:
     from .dag import _Builder
 
-    builder = _Builder(p, base)
+    params_path = Path(params_path)
+    p = load_params(params_path)
+    builder = _Builder(p, params_path.parent)
     stages = builder.build()["stages"]  # only what the pipeline's targets consume
-    lock_path = p["paths"].get("lock", "checkpoints.lock")
-    downloads = p["paths"].get("downloads", ".")
-    # commands to type from the current folder, not from the params file's
-    lock_cmd = os.path.relpath(base / lock_path)
-    dest_cmd = os.path.relpath(base / downloads)
-    for stage in stages:
-        if stage.startswith("fetch_"):
-            name = stage[len("fetch_") :]
-            need(
-                os.path.join(downloads, builder.lock().get(name).path),
-                f"released artifact {name}",
-                f"run `rvos-kit fetch {name} --lock {lock_cmd} --dest {dest_cmd}` on a "
-                "machine that reaches Google Drive (or place the file there; `rvos-kit verify` "
-                "checks it)",
-            )
-    for name, m in p["models"].items():
-        if m["source"] == "tree":
-            need(m["tree"], f"models.{name} tree", f"point models.{name}.tree at a model dir")
-        elif m["source"] == "imported" and f"rvos_{name}" in stages:
-            for d in m["dumps"]:
-                need(d, f"models.{name} dump", "the original inference .pth (spec 3)")
-    infer = [n for n, m in p["models"].items() if m["source"] == "infer" and f"rvos_{n}" in stages]
-    if infer:
-        problems.append(
-            f"models {', '.join(infer)}: source: infer -- RVOS inference inside the Docker "
-            "images is not available yet (the model code lands with a later issue). Use "
-            "source: imported with dumps: [<model>.pth] (the original inference dumps), or "
-            "run `make audit` to recompute stage 2 from the authors' released intermediates"
-        )
-    gpu = False
-    for prop, c in (p.get("propagation") or {}).items():
-        computed = [
-            n for n in c["nodes"]
-            if "import-zip" not in stages.get(f"propagate_{prop}_{n}", {}).get("cmd", "import-zip")
-        ]  # fmt: skip
-        if c["backend"] != "flow" and computed:
-            gpu = gpu or p.get("device", "cuda") == "cuda"
-            name = "aot_swinl" if c["backend"] == "aot" else "deaot_swinl"
-            need(
-                c.get("checkpoint"),
-                f"propagation.{prop} checkpoint",
-                f"run `rvos-kit fetch {name} --lock {lock_cmd} --dest {dest_cmd}`",
-            )
-    mode = (p.get("runner") or {}).get("mode", "native")
-    if gpu and mode == "native":
-        try:
-            import torch
+    return Pipeline(params_path, p, stages, builder)
 
-            ok = torch.cuda.is_available()
-        except ImportError:  # pragma: no cover
-            ok = False
-        if not ok:
-            problems.append(
-                "GPU: device: cuda but torch sees no CUDA device here. Run on a GPU machine "
-                "(runner.mode: docker for the pinned images) or set device: cpu (very slow)"
-            )
-    if mode == "docker":
-        docker = shutil.which("docker")
-        if docker is None:
-            problems.append("Docker: `docker` not found; install Docker + NVIDIA toolkit")
-        else:
-            r = subprocess.run([docker, "info"], capture_output=True, timeout=30)
-            if r.returncode != 0:
-                problems.append("Docker: no engine answers `docker info`; start the daemon")
-    return problems
+
+def missing_inputs(params_path, checks: Iterable[Check] | None = None) -> list[str]:
+    pl = load_pipeline(params_path)
+    return [problem for check in (CHECKS if checks is None else checks) for problem in check(pl)]
 
 
 def run(args) -> int:
@@ -117,12 +257,27 @@ def run(args) -> int:
     if problems:
         lines = "\n".join(f"  - {x}" for x in problems)
         raise KitError(f"{args.params}: cannot run yet, {len(problems)} missing:\n{lines}")
-    print(f"{args.params}: every input is present")
+    msg = f"{args.params}: every input is present"
+    if args.out:
+        from .masktree import atomic_write_bytes
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(args.out, (msg + "\n").encode())
+    print(msg)
     return 0
 
 
 def register(sub) -> None:
-    p = sub.add_parser("preflight", help="list what a pipeline needs that is missing",
-                       description=__doc__)  # fmt: skip
+    p = sub.add_parser(
+        "preflight",
+        help="list what a pipeline needs that is missing (data, downloads, GPU, Docker)",
+        description=__doc__,
+    )
     p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        help="when nothing is missing, also write the verdict to FILE (the DVC stage's "
+        "output; default: none)",
+    )
     p.set_defaults(func=run)

@@ -7,7 +7,7 @@ Layout written under OUT::
     meta_expressions.json                 expressions 2k and 2k+1 describe object k; odd and
                                           even expression counts
     gt/<video>/<exp_id>/<frame>.png       ground truth (the referred object's visible region)
-    models/<model>/Annotations/...        simulated binary outputs (spec section 3)
+    models/<model>/Annotations/...        simulated binary outputs (contract section 3)
     models/<model>/scores.json            per-frame referred scores (class_info)
     models/<model>/Annotations_sigmoid_odd/...
                                           probability models only: sigmoid(p) > 0.5 for the

@@ -1,4 +1,4 @@
-"""Propagation post-processing (spec section 5): every expression's masks re-derived from
+"""Propagation post-processing (contract section 5): every expression's masks re-derived from
 its key frame by a semi-supervised VOS model.
 
 For each (video, expression) of meta:
@@ -309,7 +309,7 @@ def run(args) -> int:
 
 
 HELP = """\
-Re-derive every expression's masks from its key frame (spec section 5).
+Re-derive every expression's masks from its key frame (contract section 5).
 
 Inputs: --images JPEG_ROOT/<video>/<frame>.jpg, --annotations IN_ROOT/<video>/<exp>/
 <frame>.png (any value > 0 is the object), --keyframes key_frame.json, --meta.

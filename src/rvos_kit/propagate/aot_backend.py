@@ -1,4 +1,4 @@
-"""``--backend aot`` / ``--backend deaot``: the published propagation (spec section 5).
+"""``--backend aot`` / ``--backend deaot``: the published propagation (contract section 5).
 
 The networks and the per-view engines are those of the ``deaotpy`` package (module ``aot``);
 this module only drives them the way the published run did. The places where that is
@@ -64,7 +64,7 @@ Per frame
       published run. deaotpy's bundled evaluator instead feeds each view its OWN label
       (its pre-2023 lines are commented out there); that is not what the spec describes.
 
-Forward, then backward, without restarting the engines (spec 5.2)
+Forward, then backward, without restarting the engines (contract section 5.2)
     * Forward: the key frame ``k`` is added as reference (``frame_step=0``), then frames
       k+1 .. T-1 are propagated. With k = T-1 the pass holds the reference only.
     * Backward: the reference (the same view tensors and masks) is added AGAIN to the same
@@ -133,7 +133,7 @@ DEAOT_MODELS = (
 MODELS = {"aot": AOT_MODELS, "deaot": DEAOT_MODELS}
 DEFAULT_MODEL = {"aot": "swinl_aotl", "deaot": "swinl_deaotl"}
 
-# Swin-L encoder of the released swinl_aotl / swinl_deaotl checkpoints (spec section 5).
+# Swin-L encoder of the released swinl_aotl / swinl_deaotl checkpoints (contract section 5).
 SWIN_L = {
     "embed_dim": 192,
     "depths": [2, 2, 18, 2],

@@ -1,0 +1,187 @@
+"""preflight: the list of what a pipeline lacks, in docker mode too (GPU, NVIDIA runtime,
+images), as the first stage of every dvc.yaml (a bare `dvc repro` stops there), and
+`rvos-kit fetch --params`, the one command that gets a pipeline's downloads.
+
+There is no Docker engine or GPU on the test machines: small executables named
+`docker` and `nvidia-smi` on PATH play their part, answering what a machine with or
+without each piece answers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_artifacts import FileServer, sha
+
+from rvos_kit import preflight
+from rvos_kit.cli import main
+from rvos_kit.dag import render
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def tool(bin_dir: Path, name: str, script: str) -> None:
+    bin_dir.mkdir(exist_ok=True)
+    p = bin_dir / name
+    p.write_text("#!/bin/sh\n" + script)
+    p.chmod(0o755)
+
+
+DOCKER_OK = """\
+case "$1" in
+  info) echo '{"runc":{"path":"runc"},"nvidia":{"path":"nvidia-container-runtime"}}';;
+  image) for a in "$@"; do last=$a; done
+         while read -r built; do
+           [ "$built" = "$last" ] && { echo sha256:abc; exit 0; }
+         done < "${0%/*}/images"
+         echo "Error: No such image: $last" >&2; exit 1;;
+  *) exit 1;;
+esac
+"""
+
+
+def docker_problems(monkeypatch, bin_dir: Path) -> list[str]:
+    monkeypatch.setenv("PATH", str(bin_dir))
+    return list(preflight.check_docker(preflight.load_pipeline(REPO / "params.yaml")))
+
+
+def test_docker_mode_checks_engine_runtime_gpu_and_images(tmp_path, monkeypatch):
+    b = tmp_path / "bin"
+    b.mkdir()
+    # no docker at all
+    [p] = docker_problems(monkeypatch, b)
+    assert "`docker` not found" in p
+    # docker, but no engine answers
+    tool(b, "docker", "echo 'Cannot connect to the Docker daemon' >&2; exit 1\n")
+    [p] = docker_problems(monkeypatch, b)
+    assert "no engine answers `docker info`" in p
+    # an engine without the NVIDIA runtime, no nvidia-smi, one image of two built
+    tool(b, "docker", DOCKER_OK.replace(',"nvidia":{"path":"nvidia-container-runtime"}', ""))
+    (b / "images").write_text("rvos-kit/rvos:0.1.0\n")
+    problems = docker_problems(monkeypatch, b)
+    assert len(problems) == 3, problems
+    assert "NVIDIA runtime" in problems[0] and "nvidia-ctk" in problems[0]
+    assert "nvidia-smi -L" in problems[1]
+    assert "image rvos-kit/uninext:0.1.0: not built" in problems[2]
+    assert "make images" in problems[2]
+    # nvidia-smi that sees no GPU
+    tool(b, "nvidia-smi", "echo 'No devices were found'; exit 6\n")
+    assert any("nvidia-smi -L" in p for p in docker_problems(monkeypatch, b))
+    # everything there
+    tool(b, "docker", DOCKER_OK)
+    tool(b, "nvidia-smi", "echo 'GPU 0: NVIDIA A100-SXM4-80GB (UUID: GPU-1)'\n")
+    (b / "images").write_text("rvos-kit/rvos:0.1.0\nrvos-kit/uninext:0.1.0\n")
+    assert docker_problems(monkeypatch, b) == []
+
+
+def test_native_pipelines_skip_the_docker_checks(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no docker: not asked for
+    pl = preflight.load_pipeline(REPO / "demo/params.yaml")
+    assert list(preflight.check_docker(pl)) == []
+    assert preflight.missing_inputs(REPO / "demo/params.yaml") == []
+
+
+def test_checks_are_a_list_others_can_extend():
+    names = [c.__name__ for c in preflight.CHECKS]
+    assert names[:2] == ["check_data", "check_downloads"] and "check_docker" in names
+    extra = lambda pl: [f"extra check saw {len(pl.stages)} stages"]  # noqa: E731
+    out = preflight.missing_inputs(REPO / "demo/params.yaml", [*preflight.CHECKS, extra])
+    n = len(yaml.safe_load((REPO / "demo/dvc.yaml").read_text())["stages"])
+    assert out == [f"extra check saw {n} stages"]
+
+
+def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    return subprocess.run([str(BIN / "dvc"), *args], cwd=repo, capture_output=True,
+                          text=True, env=env)  # fmt: skip
+
+
+def test_bare_dvc_repro_stops_at_preflight_with_the_list(tmp_path):
+    """The real pipeline with no data: `dvc repro` runs the preflight stage first, which
+    fails with the list; no other stage starts, no missing-file error."""
+    repo = tmp_path
+    shutil.copy(REPO / "params.yaml", repo / "params.yaml")
+    shutil.copy(REPO / "checkpoints.lock", repo / "checkpoints.lock")
+    p = yaml.safe_load((repo / "params.yaml").read_text())
+    p["paths"]["code"] = str(REPO / "src/rvos_kit")
+    (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    (repo / "dvc.yaml").write_text(render(repo / "params.yaml"))
+    assert next(iter(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])) == "preflight"
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    assert _dvc(repo, "init", "-q").returncode == 0
+    r = _dvc(repo, "repro")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert out.count("Running stage") == 1 and "Running stage 'preflight'" in out
+    assert "cannot run yet" in out and "meta_expressions.json not found" in out
+    assert "rvos-kit fetch --params params.yaml" in out
+    assert "No such file or directory" not in out and "Traceback" not in out
+    assert not (repo / "outputs").exists() or not any((repo / "outputs").iterdir())
+
+
+def test_every_stage_is_downstream_of_preflight():
+    for params in ("params.yaml", "demo/params.yaml", "audit/params.yaml"):
+        stages = yaml.safe_load(render(REPO / params).split("\n", 2)[2])["stages"]
+        first, *rest = stages
+        assert first == "preflight"
+        out = stages["preflight"]["outs"][0]
+        pf = next(iter(out))
+        outs = [o for s in stages.values() for o in s.get("outs", []) + s.get("metrics", [])]
+        produced = {next(iter(o)) if isinstance(o, dict) else o for o in outs}
+        for name in rest:
+            deps = stages[name].get("deps", [])
+            assert pf in deps or any(d.startswith(o) for d in deps for o in produced - {pf}), name
+
+
+def test_fetch_params_gets_everything_a_pipeline_needs(tmp_path, capsys):
+    """One command for a params file: its checkpoints (and released trees), from its own
+    lock into its own downloads folder; artifacts it does not read stay untouched."""
+    server = FileServer()
+    try:
+        aot, deaot = b"aot weights" * 100, b"deaot weights" * 100
+        server.files = {"/aot.pth": aot, "/deaot.pth": deaot, "/soc.pth": b"x"}
+        lock = ["version: 1", "artifacts:"]
+        for name, path, data in (("aot_swinl", "aot.pth", aot), ("deaot_swinl", "deaot.pth", deaot),
+                                 ("soc", "soc.pth", b"x")):  # fmt: skip
+            lock += [f"  - name: {name}", "    source: url", f"    url: {server.url}/{path}",
+                     f"    sha256: {sha(data)}", f"    size: {len(data)}",
+                     f"    path: ckpt/{path}", "    used_by: []"]  # fmt: skip
+        (tmp_path / "pipe").mkdir()
+        (tmp_path / "pipe/checkpoints.lock").write_text("\n".join(lock) + "\n")
+        p = yaml.safe_load((REPO / "params.yaml").read_text())
+        p["paths"].update(lock="checkpoints.lock", downloads="dl")
+        for m in p["models"].values():
+            m.update(source="imported", dumps=["x.pth"])
+        p["propagation"]["aot"]["checkpoint"] = "dl/ckpt/aot.pth"
+        p["propagation"]["deaot"]["checkpoint"] = "dl/ckpt/deaot.pth"
+        params = tmp_path / "pipe/params.yaml"
+        params.write_text(yaml.safe_dump(p, sort_keys=False))
+        assert main(["fetch", "--params", str(params)]) == 0
+        assert (tmp_path / "pipe/dl/ckpt/aot.pth").read_bytes() == aot
+        assert (tmp_path / "pipe/dl/ckpt/deaot.pth").read_bytes() == deaot
+        assert not (tmp_path / "pipe/dl/ckpt/soc.pth").exists()
+        assert "2 of 2 artifacts present" in capsys.readouterr().out
+        assert main(["verify", "--params", str(params), "--strict"]) == 0
+        assert "2 ok" in capsys.readouterr().out
+        # preflight no longer lists downloads
+        assert not any("downloads" in x for x in preflight.missing_inputs(params))
+    finally:
+        server.close()
+    assert main(["fetch", "--params", str(params), "soc"]) == 2
+    assert "give it alone" in capsys.readouterr().err
+    # a pipeline that downloads nothing fetches nothing
+    assert main(["fetch", "--params", str(REPO / "demo/params.yaml")]) == 0
+    assert "0 of 0 artifacts present" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("params", ["params.yaml", "audit/params.yaml"])
+def test_preflight_names_the_one_fetch_command(params):
+    problems = preflight.missing_inputs(REPO / params)
+    [d] = [x for x in problems if x.startswith("downloads:")]
+    assert f"rvos-kit fetch --params {os.path.relpath(REPO / params)}" in d
