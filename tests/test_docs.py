@@ -21,28 +21,44 @@ sys.path.insert(0, str(REPO / "tools"))
 import readme  # noqa: E402  (tools/readme.py)
 
 NUM = r"\d+(?:\.\d+)?"
-# "spec 3", "contract section 5.2", "sections 6, 7 and 9", "quirk 9.1", "quirks 9.2/9.3"
+# "spec 3", "contract section 5.2", "sections 6, 7 and 9", "quirk 9.1", "quirks 9.2/9.3";
+# "docs/propagation.md section 2" / "inference.md 8" point into that document instead.
 REF = re.compile(
-    rf"\b(?:spec|contract|sections?|quirks?)(?:\s+sections?)?\s+"
-    rf"({NUM}(?:(?:\s*,\s*|\s+and\s+|\s*/\s*){NUM})*)",
+    rf"(?:\b(?P<doc>[\w/.-]+)\.md\s+(?:sections?\s+)?|"
+    rf"\b(?:spec|contract|sections?|quirks?)(?:\s+sections?)?\s+)"
+    rf"(?P<nums>{NUM}(?:(?:\s*,\s*|\s+and\s+|\s*/\s*){NUM})*)",
     re.I,
 )
 
 
-def contract_headings() -> set[str]:
-    text = (REPO / "docs/contract.md").read_text()
+def headings(doc: str = "contract") -> set[str]:
+    p = REPO / "docs" / f"{doc}.md"
+    text = p.read_text() if p.is_file() else ""
     return set(re.findall(rf"^#{{2,3}} ({NUM})[.\s]", text, re.M))
 
 
-def references(text: str) -> list[str]:
+def contract_headings() -> set[str]:
+    return headings("contract")
+
+
+def references(text: str) -> list[tuple[str, str]]:
+    """(document, number) of every numbered reference; bare ones are the contract's."""
     out = []
     for m in REF.finditer(text):
-        out += re.findall(NUM, m.group(1))
+        doc = Path(m["doc"]).name if m["doc"] else "contract"
+        out += [(doc, n) for n in re.findall(NUM, m["nums"])]
     return out
 
 
-def unresolved(text: str, headings: set[str]) -> list[str]:
-    return [r for r in references(text) if r not in headings]
+def unresolved(text: str, contract: set[str]) -> list[str]:
+    known = {"contract": contract}
+    bad = []
+    for doc, n in references(text):
+        if doc not in known:
+            known[doc] = headings(doc)
+        if n not in known[doc]:
+            bad.append(n if doc == "contract" else f"{doc}.md {n}")
+    return bad
 
 
 def doc_sources() -> dict[str, str]:
@@ -75,7 +91,7 @@ def test_every_reference_resolves_to_a_contract_heading():
     # the scan sees the references that are there: it cannot pass by finding nothing
     n = sum(len(references(t)) for t in sources.values())
     assert n >= 40, n
-    assert "9.1" in references(sources["rvos-kit vote --help"])
+    assert ("contract", "9.1") in references(sources["rvos-kit vote --help"])
 
 
 def test_the_reference_check_catches_bad_references():
@@ -83,6 +99,11 @@ def test_the_reference_check_catches_bad_references():
     assert unresolved("see quirk 9.7 and contract section 11", h) == ["9.7", "11"]
     assert unresolved("spec sections 6, 7 and 12; quirks 9.2/9.8", h) == ["12", "9.8"]
     assert unresolved("contract section 5.2 (quirk 9.1)", h) == []
+    assert unresolved("see inference.md 8 and pipeline.md section 3", h) == [
+        "inference.md 8",
+        "pipeline.md 3",
+    ]
+    assert unresolved("the contract (docs/contract.md section 9.4)", h) == []
 
 
 def test_nothing_points_into_shared():
@@ -93,7 +114,7 @@ def test_nothing_points_into_shared():
         if name.startswith("tests/") or not p.is_file() or p.suffix in (".png", ".zip"):
             continue
         text = p.read_text(errors="replace")
-        for needle in ("../shared", "shared/spec", "pipeline.md", "inference.md"):
+        for needle in ("../shared", "shared/spec", "pipeline.md"):
             if needle in text:
                 hits.append(f"{name}: {needle}")
     assert not hits, hits

@@ -2,7 +2,7 @@
 writer that streams chunks of dumps into ``Annotations/`` + ``scores.json``, and the merge
 of shard folders.
 
-The model folder is the one ``import-pth`` writes (spec pipeline.md section 3)::
+The model folder is the one ``import-pth`` writes (contract section 3)::
 
     MODEL_DIR/Annotations/<video>/<exp_id>/<frame>.png   binarised dump (the published threshold)
     MODEL_DIR/scores.json                                {video: {exp_id: class_info}}, meta order

@@ -1,5 +1,5 @@
 """A module that stands in for the compiled ``MultiScaleDeformableAttention`` op on the
-CPU (``--device cpu``; the compiled op has only CUDA kernels, spec inference.md 8).
+CPU (``--device cpu``; the compiled op has only CUDA kernels).
 
 Its forward calls, at run time, the pure-PyTorch reference that the upstream code itself
 ships, ``ms_deform_attn_core_pytorch`` in ``<codebase>/models/ops/functions/

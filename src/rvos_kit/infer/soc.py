@@ -1,5 +1,5 @@
-"""SOC (``soc_test/``): ``infer_refytb_ensemble.sub_processor`` (the pth run, spec
-inference.md 3) and, with ``png_run``, ``infer_refytb.sub_processor`` (the PNG run).
+"""SOC (``soc_test/``): ``infer_refytb_ensemble.sub_processor`` (the pth run,
+contract section 3) and, with ``png_run``, ``infer_refytb.sub_processor`` (the PNG run).
 
 The config is built as the scripts' ``__main__`` builds it, from the published
 ``configs/refer_youtube_vos.yaml`` plus the command line of ``scripts/infer_refytb.sh`` /

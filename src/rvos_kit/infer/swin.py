@@ -1,5 +1,5 @@
 """Calling the published workers of the three Swin codebases (SOC, MUTR, ReferFormer)
-without editing them (spec inference.md section 9).
+without editing them.
 
 Each codebase is imported from its own folder (``soc_test/``, ``MUTR/``,
 ``ReferFormer/``) with that folder first on ``sys.path`` and as the working directory, as
