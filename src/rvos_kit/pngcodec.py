@@ -3,31 +3,41 @@
 Decoding (:func:`decode_values`)
     A 720x1280 mask PNG written by PIL is ~3 KB of deflate that expands to 0.9 MB of
     filtered rows, so decoding is bound by inflate. Measured per image on masks like real
-    model output (``bench/fusion.py`` data: smooth wavy blobs, PIL default settings, so
-    rows use the None, Sub, Up and Paeth filters), process CPU time, best of 3 passes
-    over 640 images, 2026-11-27, this 2-core machine (shared with other jobs):
+    model output (``bench/fusion.py`` data: smooth wavy blobs saved by PIL with default
+    settings, so rows use the None, Sub, Up and Paeth filters), process CPU time of 320
+    images, min and median of 5 passes, 2026-11-27, this 2-core VM shared with other jobs
+    (load average ~8):
 
-    ======================================  ========
-    Pillow ``Image.open`` + load            2.9 ms
-    OpenCV ``cv2.imdecode``                 2.4 ms
-    pyspng 0.1.4 (libspng) ``load``         1.5 ms
-    zlib ``decompress`` alone               2.1 ms
-    libdeflate (``deflate``) alone          0.08 ms
-    this module (libdeflate + unfilter)     see ``bench/fusion.py`` (~0.3 ms)
-    ======================================  ========
+    ==========================================  =====  ======
+    decoder                                     min    median
+    ==========================================  =====  ======
+    Pillow 13.0 ``Image.open`` + load           2.76   3.14 ms
+    OpenCV 5.0 ``cv2.imdecode``                 1.77   1.90 ms
+    pyspng 0.1.4 (libspng) ``load``             1.49   1.54 ms
+    imagecodecs 2026.3.6 ``png_decode``         1.67   1.73 ms
+    imagecodecs 2026.3.6 ``spng_decode``        1.73   1.80 ms
+    zlib ``decompress`` alone                   1.46   1.57 ms
+    libdeflate (``deflate``) inflate alone      0.074  0.079 ms
+    floor: libdeflate + one copy of the rows    0.096  0.102 ms
+    this module's fast path                     0.42   0.45 ms
+    numba 0.68 loop + libdeflate (not used)     0.29   0.31 ms
+    ==========================================  =====  ======
 
-    No maintained library gets within 20% of the inflate floor (all three inflate with
-    zlib), so the fast path is written here, and kept small: the chunks are parsed
-    (every CRC checked), the IDAT stream is inflated by libdeflate (Adler-32 checked),
-    and the row filters are undone with whole-array numpy operations: None rows are
-    copied, all Sub rows are one running sum along rows, all chains of Up rows are one
-    running sum down the columns, and each Paeth row is a running sum between the
-    positions where the row above changes value (few on a mask: between them Paeth
-    predicts from the left pixel, i.e. acts as Sub), evaluated with Python integers only
-    at those positions. Images that use the Average filter (not seen on masks PIL
-    writes), Paeth rows with many changes above (photographs, noise), interlacing, or any
-    layout other than non-interlaced 8-bit grey are decoded by OpenCV instead. Both paths
-    are compared with PIL on every filter type and every 8-bit value in the tests.
+    Every maintained decoder is 15-30x the floor (they all inflate with zlib), so the
+    fast path is written here, and kept small: the chunks are parsed (every CRC
+    checked), the IDAT stream is inflated by libdeflate (Adler-32 checked), and the row
+    filters are undone in place with numpy: None rows stay, all Sub rows are one running
+    sum along the rows, each Up row is one vector add of the row above (numpy's running
+    sum down the columns is slower than this loop), and each Paeth row is a running sum
+    between the positions where the row above changes value (few on a mask: between them
+    Paeth predicts from the left pixel, i.e. acts as Sub), with the full predictor
+    evaluated in Python integers only at those positions. It is ~4x the floor: the rest
+    is numpy's per-call cost on ~300 Up/Paeth rows per image. A compiled loop (numba)
+    would save ~0.13 ms per image but costs 0.2-0.7 s to import and 1.4 s to compile in
+    every process, and a dependency. Images that use the Average filter (not seen on
+    masks PIL writes), Paeth rows with more than 64 changes above (photographs, noise),
+    interlacing, or any layout other than non-interlaced 8-bit grey are decoded by
+    OpenCV instead. Both paths are compared with PIL on every filter type in the tests.
 
 Encoding (:func:`encode_mask`)
     ``encoder="pil"`` produces exactly the bytes of PIL saving a uint8 mode-``L`` array as
