@@ -231,10 +231,21 @@ class _PageReleaser:
                 return
 
 
-def _load_dump(path: Path):
+def _load_dump(path: Path, trusted: bool = False):
+    """``trusted``: a dump the kit's own inference run has just written. On a torch without
+    ``weights_only`` allow-lists (< 2.4: the images' 1.10 and 1.11) only such a dump is
+    loaded, with a plain ``torch.load`` (no mmap before 2.1: one chunk in memory)."""
     import pickle
 
     import torch
+
+    if not hasattr(torch.serialization, "safe_globals"):
+        if not trusted:
+            raise KitError(
+                f"{path}: loading a dump safely (weights_only) needs torch >= 2.4, this is "
+                f"{torch.__version__}; run import-pth natively (.venv)"
+            )
+        return torch.load(path, map_location="cpu")
 
     safe = []
     try:  # class_info saved as numpy scalars: allow exactly those reconstructors
@@ -300,7 +311,9 @@ def plan_dumps(dumps: list, meta: Meta, where_files: list[Path]) -> dict[str, in
 
     owner: dict[str, int] = {}
     meta_names = {v.name: v for v in meta}
-    for i, (d, path) in enumerate(zip(dumps, where_files, strict=True)):
+    if len(dumps) != len(where_files):  # zip(strict=) is 3.10+ (the uninext image: 3.9)
+        raise ValueError("one path per dump")
+    for i, (d, path) in enumerate(zip(dumps, where_files)):  # noqa: B905
         if not isinstance(d, dict):
             raise KitError(f"{path}: expected {{video: {{exp_id: {{mask_logits, class_info}}}}}}")
         for vid, exps in d.items():
