@@ -393,3 +393,78 @@ def test_inside_a_container_runs_natively(tmp_path, monkeypatch, capsys):
     assert rc == 0
     out = shlex.split(capsys.readouterr().out)
     assert out[:4] == [sys.executable, "-m", "rvos_kit", "propagate"]
+
+
+INFER_ARGS = [
+    "--model", "vit_huge",
+    "--meta", "data/refer_youtube_vos/meta_expressions/test/meta_expressions.json",
+    "--images", "data/refer_youtube_vos/test/JPEGImages",
+    "--split", "test",
+    "--upstream", "/opt/rvos-kit/upstream/iccv2023_RVOS_Challenge",
+    "--checkpoint", "checkpoints/rvos/vit_huge.pth",
+    "--pretrained", "checkpoints/pretrained",
+    "--out", "outputs/rvos/vit_huge",
+    "--device", "cuda",
+]  # fmt: skip
+
+
+def test_dry_run_of_an_infer_stage_prints_the_complete_command(project, monkeypatch, capsys):
+    """Nothing of the data is here: the inputs are still mounted (read-only, at their own
+    paths), the upstream hard-coded paths are satisfied by mounts from the driver's table,
+    the stage gets one GPU, and nothing is created on disk."""
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    rc = main(["run", "--dry-run", "--stage", "infer_vit_huge", "--", "infer", *INFER_ARGS])
+    assert rc == 0
+    argv = shlex.split(capsys.readouterr().out)
+    p = str(project.resolve())
+    big = str((project.parent / "bigdisk").resolve())
+    src = kit_source_dir()
+    work = f"{p}/outputs/rvos/.vit_huge.uninext-work"
+    # project, kit source, checkpoints and dataset (where the symlinks lead), read-only
+    ro_dirs = [p, str(src), f"{big}/pretrained", f"{big}/rvosdata/refer_youtube_vos"]
+    ro_dirs.sort(key=lambda x: (len(Path(x).parts), x))
+    ro = [x for d in ro_dirs for x in ("--volume", f"{d}:{d}:ro")]
+    assert argv == [
+        "docker", "run", "--rm", "--init", "--pull", "never",
+        "--gpus", "device=0",
+        "--user", f"{os.getuid()}:{os.getgid()}",
+        "--network", "none",
+        "--shm-size", "8g",
+        "--env", "HOME=/tmp",
+        "--env", "PYTHONDONTWRITEBYTECODE=1",
+        "--env", f"PYTHONPATH={src}",
+        *ro,
+        "--volume", f"{p}/outputs:{p}/outputs:rw",
+        "--volume", f"{big}/pretrained/pretrained/bert-base-uncased:"
+                    "/mnt/data_16TB/lzy23/pretrained/bert-base-uncased:ro",
+        "--volume", f"{work}/dataset:/mnt/data_16TB/lzy23/rvosdata/refer_youtube_vos:ro",
+        "--volume", f"{work}/model_pth:/mnt/data_16TB/lzy23/test/model_pth:rw",
+        "--workdir", p,
+        "rvos-kit/uninext:0.1.0",
+        "python", "-m", "rvos_kit", "infer", *INFER_ARGS,
+    ]  # fmt: skip
+    assert not (project / "outputs" / "rvos").exists()  # a dry run creates nothing
+    # convnext: the other image's stage, its own dump folder; Ray's one visible GPU wins
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    args = [a.replace("vit_huge", "convnext") for a in INFER_ARGS]
+    main(["run", "--dry-run", "--stage", "infer_convnext", "--", "infer", *args])
+    argv = shlex.split(capsys.readouterr().out)
+    assert argv[argv.index("--gpus") + 1] == "device=3"
+    assert (f"{p}/outputs/rvos/.convnext.uninext-work/model_pth:"
+            "/mnt/data_16TB/lzy23/test/model_pth:rw") in argv  # fmt: skip
+
+
+def test_infer_refuses_missing_inputs_before_docker(project, monkeypatch, capsys):
+    monkeypatch.chdir(project)
+    bin_dir = project.parent / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "docker"
+    fake.write_text("#!/bin/sh\necho 27.0\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    rc = main(["run", "--stage", "infer_vit_huge", "--", "infer", *INFER_ARGS])
+    assert rc == 2
+    assert "meta_expressions.json not found" in capsys.readouterr().err
+    # the work folders the mounts need were made by the user, not by Docker as root
+    assert (project / "outputs/rvos/.vit_huge.uninext-work/model_pth").is_dir()

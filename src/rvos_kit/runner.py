@@ -117,8 +117,15 @@ class Settings:
 
 @dataclass(frozen=True)
 class Mount:
-    path: str  # absolute; mounted at the same path inside the container
+    path: str  # absolute host path
     mode: str  # "ro" | "rw"
+    target: str | None = None  # inside the container; None = the same path
+
+
+# ``infer``: the options that name input paths. They are mounted read-only even when they
+# do not exist yet (so --dry-run prints the complete command on a machine without data);
+# a real run refuses a missing one before Docker would create it as an empty root folder.
+INFER_INPUTS = ("--meta", "--images", "--checkpoint", "--pretrained")
 
 
 def _gpus_value(v, where: str) -> str | None:
@@ -253,8 +260,37 @@ def kit_source_dir() -> Path | None:
     return None
 
 
+def upstream_mounts(args: list[str]) -> list[tuple[str, str, str]]:
+    """``infer`` args -> ``(host, container path, mode)`` for the paths the published code
+    hard-codes, from the table beside the driver that satisfies them
+    (:func:`rvos_kit.infer.container_mounts`). Empty for any other verb."""
+    model = _option_value(args, "--model")
+    out, pretrained = _option_value(args, "--out"), _option_value(args, "--pretrained")
+    if model is None or out is None or pretrained is None:
+        return []
+    from .infer.mounts import container_mounts
+
+    return container_mounts(model, out, pretrained)
+
+
+def _infer_inputs(args: list[str], cwd: Path) -> list[Path]:
+    return [(cwd / v).resolve() for o in INFER_INPUTS if (v := _option_value(args, o))]
+
+
+def one_gpu(gpus: str | None, visible: str | None = None) -> str | None:
+    """The one GPU an ``infer`` process gets: the single id in CUDA_VISIBLE_DEVICES when a
+    scheduler (Ray) set one, else the first of ``runner.gpus`` (device 0 for all / N)."""
+    if gpus is None:
+        return None
+    if visible and visible.strip().isdigit():
+        return f"device={visible.strip()}"
+    first = gpus.split(",")[0].strip()
+    return f"device={first}" if gpus != "all" and "," in gpus else "device=0"
+
+
 def plan_mounts(
-    settings: Settings, args: list[str], cwd: Path, kit_src: Path | None = None
+    settings: Settings, args: list[str], cwd: Path, kit_src: Path | None = None,
+    verb: str | None = None,
 ) -> list[Mount]:
     """Which folders the container sees, each at its own resolved path.
 
@@ -278,6 +314,8 @@ def plan_mounts(
                 ro.append(p.resolve())
         except OSError:  # a name too long to be a path, say
             continue
+    if verb == "infer":
+        ro += _infer_inputs(args, cwd)
     mounts: list[Mount] = [Mount(str(p), "rw") for p in rw]
     kept: list[Path] = []
     for p in sorted(set(ro), key=lambda x: (len(x.parts), str(x))):
@@ -285,6 +323,8 @@ def plan_mounts(
             continue
         kept.append(p)
     mounts = [Mount(str(p), "ro") for p in kept] + mounts
+    if verb == "infer":
+        mounts += [Mount(h, mode, target) for h, target, mode in upstream_mounts(args)]
     for m in mounts:
         if ":" in m.path or "," in m.path:
             raise KitError(
@@ -311,7 +351,10 @@ def docker_argv(
     argv = [docker, "run", "--rm", "--init", "--pull", "never"]
     if gpus:
         # Docker parses --gpus as CSV: a device list must be quoted to keep its commas.
-        argv += ["--gpus", gpus if gpus == "all" or gpus.isdigit() else f'"device={gpus}"']
+        if gpus.startswith("device=") and "," not in gpus:  # one device: no CSV quoting
+            argv += ["--gpus", gpus]
+        else:
+            argv += ["--gpus", gpus if gpus == "all" or gpus.isdigit() else f'"device={gpus}"']
     argv += ["--user", user]
     if network:
         argv += ["--network", network]
@@ -320,7 +363,7 @@ def docker_argv(
     for k, v in (env or {}).items():
         argv += ["--env", f"{k}={v}"]
     for m in mounts:
-        argv += ["--volume", f"{m.path}:{m.path}:{m.mode}"]
+        argv += ["--volume", f"{m.path}:{m.target or m.path}:{m.mode}"]
     argv += ["--workdir", workdir, image, *command]
     return argv
 
@@ -343,20 +386,36 @@ def plan_docker(
     gid: int,
     kit_src: Path | None = None,
     docker: str = "docker",
+    visible: str | None = None,
 ) -> list[str]:
-    mounts = plan_mounts(settings, args, cwd, kit_src)
+    mounts = plan_mounts(settings, args, cwd, kit_src, verb)
     return docker_argv(
         image,
         ["python", "-m", "rvos_kit", verb, *args],
         mounts=mounts,
         workdir=str(cwd.resolve()),
         user=f"{uid}:{gid}",
-        gpus=settings.gpus,
+        gpus=one_gpu(settings.gpus, visible) if verb == "infer" else settings.gpus,
         shm_size=settings.shm_size,
         network=settings.network,
         env=container_env(kit_src),
         docker=docker,
     )
+
+
+def prepare_infer(args: list[str], cwd: Path) -> None:
+    """Before ``docker run`` of ``infer``: every input path must exist (Docker would mount
+    a missing one as a new empty root-owned folder), and the host side of each writable
+    upstream mount is created here, as the user."""
+    from .infer.mounts import prepare_container
+
+    model, out = _option_value(args, "--model"), _option_value(args, "--out")
+    if model and out:
+        prepare_container(model, cwd / out)
+    hosts = [Path(h) for h, _, _ in upstream_mounts(args)]
+    missing = [str(p) for p in [*_infer_inputs(args, cwd), *hosts] if not p.exists()]
+    if missing:
+        raise KitError(f"infer: {missing[0]} not found (`rvos-kit preflight` lists all)")
 
 
 def _first_line(text: str) -> str:
@@ -440,6 +499,8 @@ def run(args) -> int:
         cwd = Path.cwd()
         if not args.dry_run:
             (settings.base / settings.outputs).mkdir(parents=True, exist_ok=True)
+            if verb == "infer":
+                prepare_infer(vargs, cwd)
         argv = plan_docker(
             settings,
             image,
@@ -450,6 +511,7 @@ def run(args) -> int:
             gid=os.getgid(),
             kit_src=kit_src,
             docker=docker,
+            visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
         )
         where = f"image {image}"
     line = shlex.join(argv)
