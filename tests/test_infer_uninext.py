@@ -65,7 +65,9 @@ def _dataset(root: Path) -> tuple[dict, dict]:
         vid = f"{rng.integers(0, 16**8):08x}{i:03d}"
         n_exp = int(rng.integers(1, 4))
         ids = [str(e) for e in range(n_exp)][::-1] if i % 7 == 0 else [str(e) for e in range(n_exp)]
-        exps = {e: {"exp": f"the {['red', 'café', 'ñandú'][int(e) % 3]} thing {e} \"q\""} for e in ids}
+        exps = {
+            e: {"exp": f'the {["red", "café", "ñandú"][int(e) % 3]} thing {e} "q"'} for e in ids
+        }
         frames = [f"{5 * j:05d}" for j in range(int(rng.integers(1, 5)))]
         entry = {"expressions": exps, "frames": frames}
         valid[vid] = entry
@@ -87,7 +89,8 @@ def test_json_is_byte_identical_to_the_published_conversion_scripts(upstream, tm
     for split, script in (("valid", "convert_refytvos2ytvis_val.py"),
                           ("test", "convert_refytvos2ytvis_test.py")):  # fmt: skip
         r = subprocess.run(
-            [sys.executable, str(upstream / "UNINEXT/conversion" / script), "--data_dir", str(data)],
+            [sys.executable, str(upstream / "UNINEXT/conversion" / script),
+             "--data_dir", str(data)],
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert r.returncode == 0, r.stderr[-2000:]
@@ -122,7 +125,7 @@ def test_command_line_overrides_only(upstream, tmp_path):
                         str(root / "projects/UNINEXT/configs/eval-vid/"
                             "video_joint_convnext_large_eval_rvos.yaml")]  # fmt: skip
     opts = argv[9:]
-    assert dict(zip(opts[::2], opts[1::2])) == {
+    assert dict(zip(opts[::2], opts[1::2], strict=True)) == {
         "DATASETS.TEST": '("rvos-refytb-val",)',
         "OUTPUT_DIR": "/w/run",
         "MODEL.WEIGHTS": "/ck/convnext.pth",
@@ -141,7 +144,8 @@ def test_command_line_overrides_only(upstream, tmp_path):
     assert f'"{uninext.DATASET_ROOT}/test/JPEGImages"' in ytvis
     assert f'"{uninext.DUMP_DIR}/{uninext.DUMP_NAME}"' in evaluator
     assert f'"{uninext.BERT}"' in vid
-    assert '"%s/%s"' % (os.path.dirname(uninext.BERT), "%s") in bert  # + "bert-base-uncased"
+    # bert_model.py formats the same folder with MODEL_TYPE = "bert-base-uncased"
+    assert '"' + os.path.dirname(uninext.BERT) + '/%s"' in bert
     with pytest.raises(KitError, match="not a UNINEXT model"):
         uninext.command_line("soc", upstream, "c", "o")
 
@@ -232,7 +236,9 @@ def test_chunked_dump_handling(upstream, tmp_path, monkeypatch):
         probs = torch.rand(e["length"], e["height"], e["width"], generator=g)
         assert scores[e["video"]][e["exp_id"]] == torch.rand(e["length"], generator=g).tolist()
         for t, frame in enumerate(videos[e["video"]]["frames"]):
-            png = np.array(Image.open(one / "Annotations" / e["video"] / e["exp_id"] / f"{frame}.png"))
+            png = np.array(
+                Image.open(one / "Annotations" / e["video"] / e["exp_id"] / f"{frame}.png")
+            )
             assert np.array_equal(png == 255, (probs[t] > 0.5).numpy())
     odd = sorted(str(p.relative_to(one / "Annotations_sigmoid_odd")) for p in
                  (one / "Annotations_sigmoid_odd").glob("*/*"))  # fmt: skip
@@ -255,9 +261,10 @@ def test_a_failing_run_leaves_no_model_folder(upstream, tmp_path, monkeypatch):
                                                        "frames": ["00000"]}}}))  # fmt: skip
     out = tmp_path / "rvos/vit_huge"
     monkeypatch.setattr(uninext.sys, "executable", "/bin/false")
+    kw = dict(meta_path=meta_path, images=images, upstream=upstream, checkpoint=meta_path,
+              pretrained=tmp_path, out=out, in_container=True)  # fmt: skip
     with pytest.raises(KitError, match="exited with 1"):
-        uninext.infer("vit_huge", meta_path=meta_path, images=images, upstream=upstream,
-                      checkpoint=meta_path, pretrained=tmp_path, out=out, in_container=True)  # fmt: skip
+        uninext.infer("vit_huge", **kw)
     assert not out.exists()
     # a modified upstream file is refused before anything runs
     ev = upstream / "UNINEXT/detectron2/evaluation/evaluator.py"
@@ -265,7 +272,6 @@ def test_a_failing_run_leaves_no_model_folder(upstream, tmp_path, monkeypatch):
     try:
         ev.write_bytes(saved + b"\n")
         with pytest.raises(KitError, match="differs from the pinned commit"):
-            uninext.infer("vit_huge", meta_path=meta_path, images=images, upstream=upstream,
-                          checkpoint=meta_path, pretrained=tmp_path, out=out, in_container=True)  # fmt: skip
+            uninext.infer("vit_huge", **kw)
     finally:
         ev.write_bytes(saved)

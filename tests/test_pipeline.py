@@ -103,7 +103,8 @@ def test_reproduce_without_inputs_says_what_is_missing(tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert "meta_expressions.json not found" in r.stderr
-    assert "source: infer" in r.stderr and "not available yet" in r.stderr
+    assert "models.vit_huge (source: infer) lacks" in r.stderr
+    assert "not available yet" not in r.stderr
     assert "rvos-kit fetch --params params.yaml" in r.stderr and "aot_swinl" in r.stderr
     # the demo generates its own inputs
     r = subprocess.run([str(BIN / "rvos-kit"), "preflight", "--params", "demo/params.yaml"],

@@ -19,6 +19,7 @@ from .errors import KitError
 # evaluate / audit. (module, in rvos_kit)
 VERB_MODULES = (
     "sample",
+    "meta",
     "artifacts",
     "infer",
     "importers",

@@ -10,12 +10,15 @@ parameter spelled out, declaring its ``deps``, the ``params`` keys it reads, and
 Output layout under ``paths.outputs`` (one folder per stage kind, so DVC outputs never
 overlap)::
 
-    rvos/<model>/Annotations, scores.json[, Annotations_sigmoid_odd]   (imported/released)
+    meta/valid_only.json                                   (data.split: valid, see below)
+    rvos/<model>/Annotations, scores.json[, Annotations_sigmoid_odd]   (imported/released/infer)
+    rvos/mutr/Annotations_png                              (infer, challenge2023: quirk 9.6)
     key_frames/<model>.json
     fused/<node>/<video>/<exp>/<frame>.png                             (stage 1 and 2)
     propagated/<prop>/<node>/...                                       (AOT / DeAOT / flow)
     submission.zip, submission.sha256
     metrics/<node>.json, metrics/summary.csv                           (with ground truth)
+    metrics/mutr_trees.json                                (infer, challenge2023: quirk 9.6)
     preflight.txt                                                       (see below)
 
 The first stage, ``preflight``, runs ``rvos-kit preflight`` whenever the params file
@@ -23,6 +26,12 @@ changes (or has never passed), and every other stage is downstream of it, so a b
 ``dvc repro`` stops there with the list of what is missing instead of failing later on
 a missing file. Its output holds the same text on every successful run, so it re-runs
 nothing else.
+
+``source: infer`` runs ``rvos-kit infer`` per model through ``rvos-kit run`` (its image,
+one GPU), with the checkpoint at its ``checkpoints.lock`` path and the pretrained parts
+under ``infer.pretrained``. ``data.split: valid`` runs the 202 valid-only videos: the
+valid meta lists the 305 test videos too, so a first stage writes the valid meta minus
+``data.test_meta`` and every stage reads that.
 """
 
 from __future__ import annotations
@@ -51,6 +60,8 @@ class _Builder:
         self.p, self.base, self.params_name = p, base, params_name
         self.out = p["paths"]["outputs"]
         self.meta = p["data"]["meta"]
+        if p["data"].get("split") == "valid" and p["data"].get("test_meta"):
+            self.meta = f"{self.out}/meta/valid_only.json"
         self.models = p["models"]
         self.props = p.get("propagation") or {}
         self.fusion = p.get("fusion") or {}
@@ -150,26 +161,7 @@ class _Builder:
         elif src == "released":
             self.released(f"released_{m}_origin", f"{mdir}/Annotations", f"rvos_{m}")
         elif src == "infer":
-            self.stages[f"rvos_{m}"] = {
-                "cmd": _q(
-                    [
-                        "rvos-kit",
-                        "run",
-                        "--stage",
-                        f"infer_{m}",
-                        "--",
-                        "infer",
-                        m,
-                        "--meta",
-                        self.meta,
-                        "--out",
-                        mdir,
-                    ]
-                ),  # fmt: skip
-                "deps": [self.meta],
-                "params": [f"models.{m}"],
-                "outs": [mdir],
-            }
+            self.infer(m, mdir)
         if src != "released":
             kf = f"{self.out}/key_frames/{m}.json"
             self.stages[f"keyframes_{m}"] = {
@@ -188,6 +180,70 @@ class _Builder:
                 "deps": [f"{mdir}/scores.json", self.meta],
                 "outs": [kf],
             }
+
+    def valid_meta(self) -> None:
+        data = self.p["data"]
+        if self.meta == data["meta"]:
+            return
+        self.stages["meta_valid_only"] = {
+            "cmd": _q(["rvos-kit", "valid-meta", "--valid", data["meta"], "--test",
+                       data["test_meta"], "--out", self.meta]),
+            "deps": [data["meta"], data["test_meta"]],
+            "outs": [self.meta],
+        }  # fmt: skip
+
+    def png_run_tree(self, m: str) -> str | None:
+        """The separate PNG-run tree propagation starts from (quirk 9.6), when the
+        published run had one that differs from the dump and this pipeline infers it."""
+        from .infer.wiring import PNG_RUN_TREES
+
+        spec = self.models.get(m) or {}
+        if (spec.get("source") == "infer" and m in PNG_RUN_TREES
+                and self.p.get("compat", "challenge2023") == "challenge2023"):  # fmt: skip
+            return f"{self.model_dir(m)}/{PNG_RUN_TREES[m]}"
+        return None
+
+    def infer(self, m: str, mdir: str) -> None:
+        from .infer.wiring import PNG_RUN_TREES, PRETRAINED
+
+        inf, data = self.p.get("infer") or {}, self.p["data"]
+        paths = self.p["paths"]
+        dest = paths.get("downloads", ".")
+        try:
+            ckpt = os.path.normpath(os.path.join(dest, self.lock().get(m).path))
+        except KeyError:
+            raise KitError(
+                f"{paths.get('lock', 'checkpoints.lock')}: no checkpoint {m!r}"
+            ) from None
+        pretrained = inf.get("pretrained", "checkpoints/pretrained")
+        args = ["rvos-kit", "run", "--stage", f"infer_{m}", "--", "infer", "--model", m,
+                "--meta", self.meta, "--images", data["images"],
+                "--split", data.get("split", "test"), "--upstream", inf["upstream"],
+                "--checkpoint", ckpt, "--pretrained", pretrained, "--out", mdir,
+                "--device", self.p.get("device", "cuda")]  # fmt: skip
+        if inf.get("chunk_videos"):
+            args += ["--chunk-videos", inf["chunk_videos"]]
+        if self.png_run_tree(m):
+            args += ["--png-run"]
+        self.stages[f"rvos_{m}"] = {
+            "cmd": _q(args),
+            "deps": [self.meta, data["images"], ckpt,
+                     *(f"{pretrained}/{x}" for x in PRETRAINED[m])],
+            # compat only where it changes what is written (mutr's PNG-run tree)
+            "params": [f"models.{m}", "infer", "device", "data.split",
+                       *(["compat"] if m in PNG_RUN_TREES else [])],
+            "outs": [mdir],
+        }  # fmt: skip
+        png = self.png_run_tree(m)
+        if png:
+            report = f"{self.out}/metrics/{m}_trees.json"
+            self.stages[f"audit_{m}_trees"] = {
+                "cmd": _q(["rvos-kit", "audit", "--stage", f"{m}_png_run_vs_dump", png,
+                           f"{mdir}/Annotations", "--meta", self.meta, "--json", report,
+                           "--informational"]),
+                "deps": [png, f"{mdir}/Annotations", self.meta],
+                "metrics": [{report: {"cache": False}}],
+            }  # fmt: skip
 
     def vote(self, node: str) -> None:
         f = self.fusion[node]
@@ -240,10 +296,11 @@ class _Builder:
             self.released(f"released_{node}_{prop}", out, f"propagate_{prop}_{node}")
             return
         images = self.p["data"]["images"]
-        args = ["rvos-kit", "propagate", "--images", images, "--annotations", self.tree(node),
+        start = self.png_run_tree(node) or self.tree(node)  # quirk 9.6: mutr's PNG run
+        args = ["rvos-kit", "propagate", "--images", images, "--annotations", start,
                 "--keyframes", self.key_frames(node), "--meta", self.meta, "--out", out,
                 "--backend", c["backend"]]  # fmt: skip
-        deps = [images, self.tree(node), self.key_frames(node), self.meta]
+        deps = [images, start, self.key_frames(node), self.meta]
         if c["backend"] != "flow":
             args += ["--model", c["model"], "--device", self.p.get("device", "cuda")]
             if c.get("checkpoint"):
@@ -340,7 +397,8 @@ class _Builder:
     def prune(self) -> None:
         """Drop stages whose outputs nothing downstream reads (e.g. a released Origin tree
         when only its released AOT tree is a fusion member)."""
-        sinks = [n for n in self.stages if n in ("pack", "audit", "summary")]
+        sinks = [n for n in self.stages
+                 if n in ("pack", "audit", "summary") or n.startswith("audit_")]  # fmt: skip
         if not sinks:
             return
         producer = {}
@@ -396,6 +454,8 @@ class _Builder:
         "import-zip": ["importers.py"],
         "audit": ["audit.py", "report.py"],
         "preflight": ["preflight.py"],
+        "valid-meta": ["meta.py"],
+        "infer": ["infer", "importers.py", "masktree.py", "pngcodec.py", "meta.py"],
     }
 
     def add_code_deps(self) -> None:
@@ -410,6 +470,7 @@ class _Builder:
 
     def build(self) -> dict:
         self.sample()
+        self.valid_meta()
         for m in self.models:
             self.model(m)
         stage1 = [n for n, f in self.fusion.items() if all("/" not in m for m in f["members"])]

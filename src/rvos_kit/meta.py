@@ -105,3 +105,35 @@ def infer_meta(root: str | os.PathLike) -> Meta:
     if not videos:
         raise KitError(f"{root}: mask tree holds no video folders")
     return Meta(tuple(videos))
+
+
+# ---------------------------------------------------------------------- valid-meta
+def valid_only(valid: dict, test: dict) -> dict:
+    """The valid meta minus the test videos (the valid file lists both: 202 + 305)."""
+    for obj, what in ((valid, "valid"), (test, "test")):
+        parse_meta(obj, f"{what} meta")  # shape check
+    return {"videos": {v: e for v, e in valid["videos"].items() if v not in test["videos"]}}
+
+
+def run_valid_meta(args) -> int:
+    from .jsonfiles import write_json
+
+    out = valid_only(read_json(args.valid, "valid meta"), read_json(args.test, "test meta"))
+    if not out["videos"]:
+        raise KitError(f"{args.valid}: no video left after removing those of {args.test}")
+    write_json(args.out, out)
+    print(f"{args.out}: {len(out['videos'])} valid-only videos")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "valid-meta",
+        help="the valid meta minus the test videos (the 202 valid-only videos)",
+        description="Ref-YouTube-VOS's valid meta_expressions.json also lists the 305 test "
+        "videos; write the valid-only meta (videos and expressions in file order).",
+    )
+    p.add_argument("--valid", required=True, help="meta_expressions/valid/meta_expressions.json")
+    p.add_argument("--test", required=True, help="meta_expressions/test/meta_expressions.json")
+    p.add_argument("--out", required=True, help="meta file to write")
+    p.set_defaults(func=run_valid_meta)

@@ -20,6 +20,7 @@ MODEL_KINDS = ("logits", "probabilities")
 MODEL_SOURCES = ("tree", "imported", "released", "infer")
 FUSION_SOURCES = ("compute", "released")
 BACKENDS = ("aot", "deaot", "flow")
+SPLITS = ("valid", "test")
 
 
 def load_params(path: str | os.PathLike) -> dict:
@@ -56,6 +57,7 @@ def check_params(p, where: str = "params.yaml") -> None:
     _choice(p.get("compat", "challenge2023"), COMPAT_MODES, f"{where}: compat")
     data = _need(p, "data", where, dict)
     _need(data, "meta", f"{where}: data", str)
+    split = _choice(data.get("split", "test"), SPLITS, f"{where}: data.split")
     paths = _need(p, "paths", where, dict)
     _need(paths, "outputs", f"{where}: paths", str)
     models = _need(p, "models", where, dict)
@@ -69,6 +71,8 @@ def check_params(p, where: str = "params.yaml") -> None:
             dumps = _need(m, "dumps", w, list)
             if not dumps or not all(isinstance(d, str) for d in dumps):
                 raise KitError(f"{w}.dumps: list the .pth dump file(s)")
+    if any(m.get("source") == "infer" for m in models.values()):
+        _check_infer(p, data, split, where)
     props = p.get("propagation") or {}
     for name, c in props.items():
         w = f"{where}: propagation.{name}"
@@ -101,3 +105,18 @@ def check_params(p, where: str = "params.yaml") -> None:
     sub = p.get("submission")
     if sub is not None and _need(sub, "node", f"{where}: submission") not in fusion:
         raise KitError(f"{where}: submission.node {sub['node']!r} is not a fusion node")
+
+
+def _check_infer(p: dict, data: dict, split: str, where: str) -> None:
+    """``source: infer`` needs the frames, the upstream code and, for the valid split,
+    the test meta (valid-only = valid minus test)."""
+    _need(data, "images", f"{where}: data", str)
+    inf = _need(p, "infer", where, dict)
+    _need(inf, "upstream", f"{where}: infer", str)
+    if "pretrained" in inf and not isinstance(inf["pretrained"], str):
+        raise KitError(f"{where}: infer.pretrained must be a folder")
+    c = inf.get("chunk_videos")
+    if c is not None and (not isinstance(c, int) or isinstance(c, bool) or c < 1):
+        raise KitError(f"{where}: infer.chunk_videos must be a positive integer")
+    if split == "valid":
+        _need(data, "test_meta", f"{where}: data (split valid: valid minus test videos)", str)

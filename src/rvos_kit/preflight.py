@@ -4,7 +4,8 @@ is not here, each with how to get it. Exit 0 when nothing is missing, 2 otherwis
 Checked, for the stages the pipeline's outputs actually need: the dataset files (meta,
 frames, ground truth); the .pth dumps of imported models; the downloads of
 checkpoints.lock (released trees, propagation checkpoints: one `rvos-kit fetch --params`
-gets them all); models whose source is not available; and for GPU stages a CUDA device
+gets them all); per model with source: infer, what its inference lacks (image,
+checkpoint, pretrained text encoder / backbone, upstream code); and for GPU stages a CUDA device
 (runner.mode: native) or, in runner.mode: docker, the docker command, a running engine,
 the NVIDIA runtime, a GPU (nvidia-smi) and every image the stages run in.
 
@@ -96,12 +97,13 @@ def check_data(pl: Pipeline) -> Iterable[str]:
 
 def pipeline_downloads(pl: Pipeline) -> list[str]:
     """Names of the checkpoints.lock artifacts the pipeline reads (released trees the DAG
-    unpacks, checkpoints of the propagations it computes)."""
+    unpacks, checkpoints of the propagations it computes, checkpoints and pretrained parts
+    of the models it infers)."""
     names = [s[len("fetch_") :] for s in pl.stages if s.startswith("fetch_")]
     for _prop, c, name in _computed_propagations(pl):
         if c.get("checkpoint") and name not in names:
             names.append(name)
-    return names
+    return names + [n for n in infer_downloads(pl) if n not in names]
 
 
 def needed_downloads(pl: Pipeline) -> list[str]:
@@ -150,21 +152,81 @@ def check_models(pl: Pipeline) -> Iterable[str]:
                     )
 
 
-def check_infer(pl: Pipeline) -> Iterable[str]:
-    infer = [
-        n for n, m in pl.p["models"].items() if m["source"] == "infer" and f"rvos_{n}" in pl.stages
-    ]
-    if infer:
+def _infer_models(pl: Pipeline) -> list[str]:
+    return [n for n, m in pl.p["models"].items()
+            if m["source"] == "infer" and f"rvos_{n}" in pl.stages]  # fmt: skip
+
+
+def infer_downloads(pl: Pipeline) -> list[str]:
+    """checkpoints.lock artifacts the inference stages read (each model's checkpoint and
+    its pretrained parts: the entries whose used_by names the model's stage)."""
+    stages = {f"rvos_{n}" for n in _infer_models(pl)}
+    return [a.name for a in pl.builder.lock().artifacts if stages & set(a.used_by)]
+
+
+def check_split(pl: Pipeline) -> Iterable[str]:
+    """The valid split is the valid meta minus the test meta: both files are needed."""
+    if "meta_valid_only" in pl.stages and pl.missing(pl.p["data"].get("test_meta")):
         yield (
-            f"models {', '.join(infer)}: source: infer -- RVOS inference inside the Docker "
-            "images is not available yet. Use source: imported with dumps: [<model>.pth] (the "
-            "original inference dumps), or run `make audit` to recompute stage 2 from the "
-            "authors' released intermediates"
+            f"test meta_expressions: {pl.where(pl.p['data']['test_meta'])} not found "
+            "(data.split: valid = the valid meta minus the test videos). Download "
+            "Ref-YouTube-VOS (https://youtube-vos.org/dataset/rvos/) and set data.test_meta"
         )
 
 
+def _image_missing(image: str) -> bool:
+    """True only when a Docker engine answers and lacks ``image`` (no engine: check_docker
+    says so once)."""
+    docker = shutil.which("docker")
+    info = _run([docker, "info", "--format", "{{.ServerVersion}}"]) if docker else None
+    if info is None or info.returncode != 0:
+        return False
+    r = _run([docker, "image", "inspect", "--format", "{{.Id}}", image])
+    return r is None or r.returncode != 0
+
+
+def check_infer(pl: Pipeline) -> Iterable[str]:
+    """Per model with ``source: infer``: what its inference lacks here (its image in docker
+    mode, its checkpoint, the pretrained text encoder / backbone, the upstream code when
+    native). The GPU: check_cuda (native) and check_docker (docker)."""
+    from .infer.wiring import IMAGES, PRETRAINED
+
+    inf = pl.p.get("infer") or {}
+    downloads = pl.p["paths"].get("downloads", ".")
+    pretrained = inf.get("pretrained", "checkpoints/pretrained")
+    settings = None
+    if pl.mode == "docker":
+        from .runner import load_settings
+
+        settings = load_settings(pl.params_path)
+    for m in _infer_models(pl):
+        lacks = []
+        if settings is not None:
+            image = settings.images.get(settings.stages.get(f"infer_{m}", IMAGES[m]))
+            if image and _image_missing(image):
+                lacks.append(f"image {image} (`make images`)")
+        ckpt = os.path.join(downloads, pl.builder.lock().get(m).path)
+        if pl.missing(ckpt):
+            lacks.append(f"checkpoint {pl.where(ckpt)}")
+        for part in PRETRAINED.get(m, ()):
+            if pl.missing(os.path.join(pretrained, part)):
+                lacks.append(f"pretrained {pl.where(os.path.join(pretrained, part))}")
+        if pl.mode != "docker" and pl.missing(inf.get("upstream")):
+            lacks.append(
+                f"upstream code {pl.where(inf['upstream'])} (the published repository at "
+                "commit c538b0d)"
+            )
+        if lacks:
+            yield (
+                f"models.{m} (source: infer) lacks {'; '.join(lacks)}. Files: `rvos-kit fetch "
+                f"--params {pl.cmd_path(pl.params_path.name)}` (UNINEXT weights: by hand, it "
+                "prints how)"
+            )
+
+
 def check_cuda(pl: Pipeline) -> Iterable[str]:
-    gpu = any(True for _ in _computed_propagations(pl)) and pl.p.get("device", "cuda") == "cuda"
+    computed = any(True for _ in _computed_propagations(pl)) or _infer_models(pl)
+    gpu = computed and pl.p.get("device", "cuda") == "cuda"
     if not gpu or pl.mode != "native":
         return
     try:
@@ -229,6 +291,7 @@ def check_docker(pl: Pipeline) -> Iterable[str]:
 # Run in this order; issue-specific checks (e.g. per-model inference needs) append here.
 CHECKS: list[Check] = [
     check_data,
+    check_split,
     check_downloads,
     check_models,
     check_infer,

@@ -289,7 +289,10 @@ def one_gpu(gpus: str | None, visible: str | None = None) -> str | None:
 
 
 def plan_mounts(
-    settings: Settings, args: list[str], cwd: Path, kit_src: Path | None = None,
+    settings: Settings,
+    args: list[str],
+    cwd: Path,
+    kit_src: Path | None = None,
     verb: str | None = None,
 ) -> list[Mount]:
     """Which folders the container sees, each at its own resolved path.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 
-
 # model -> driver module (in rvos_kit.infer) that owns its hard-coded-path table
 DRIVER_MODULES = {"vit_huge": "uninext", "convnext": "uninext"}
 

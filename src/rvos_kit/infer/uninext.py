@@ -244,8 +244,10 @@ def _write_chunk_json(dataset: Path, doc: dict, images: Path) -> None:
     link = dataset / "test" / "JPEGImages"
     link.parent.mkdir(parents=True, exist_ok=True)
     target = str(Path(images).resolve())
-    if link.is_symlink() and os.readlink(link) != target or (
-        link.exists() and not link.is_symlink()
+    if (
+        link.is_symlink()
+        and os.readlink(link) != target
+        or (link.exists() and not link.is_symlink())
     ):
         raise KitError(f"{link}: exists and is not a link to {target}; remove {dataset}")
     if not link.is_symlink():
@@ -258,7 +260,9 @@ def run_chunk(argv: list[str], cwd: Path, env: dict, dump: Path, log: Path) -> N
     dump.unlink(missing_ok=True)
     with open(log, "ab") as f:
         try:
-            rc = subprocess.run(argv, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+            rc = subprocess.run(
+                argv, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT
+            ).returncode
         except OSError as e:
             raise KitError(f"cannot start {argv[0]}: {e}") from None
     if rc != 0:
