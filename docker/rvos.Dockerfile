@@ -51,23 +51,34 @@ RUN pip install --no-cache-dir --require-hashes --no-build-isolation \
         -r /opt/rvos-kit/docker/requirements-nodeps.txt
 
 # ==== model-code: SOC, MUTR, ReferFormer and MultiScaleDeformableAttention ================
-# TO BE FILLED by the RVOS-model issue. The rule: upstream code enters the image ONLY via
-# docker/fetch-at-commit.sh at a full 40-hex commit given as an ARG; it is never copied
-# into this repository. Build CUDA ops with --no-deps --no-build-isolation --no-index (the
-# locked torch/setuptools/ninja are already here). For example:
-#   ARG SOLUTION_REPO=https://github.com/OWNER/REPO.git
-#   ARG SOLUTION_COMMIT=0123456789abcdef0123456789abcdef01234567
-#   RUN /opt/rvos-kit/docker/fetch-at-commit.sh "${SOLUTION_REPO}" "${SOLUTION_COMMIT}" /opt/src/solution
-#   ENV TORCH_CUDA_ARCH_LIST="7.0;7.5;8.0;8.6+PTX" FORCE_CUDA=1
-#   RUN pip install --no-cache-dir --no-deps --no-build-isolation --no-index \
-#         /opt/src/solution/soc_test/models/ops
+# The published solution enters the image ONLY via fetch-at-commit.sh at the full commit
+# the kit pins (rvos_kit/infer/upstream.py checks it blob for blob before any import);
+# it is never copied into this repository. params.yaml `infer.upstream` names this path.
+# The deformable-attention op's setup.py refuses to build without a visible GPU:
+# docker/build-cuda-op.py runs it unmodified with torch.cuda.is_available answering True
+# and the architectures from TORCH_CUDA_ARCH_LIST (cu113: up to sm_86, +PTX for newer).
+# One build serves SOC, MUTR and ReferFormer (identical sources, one module name).
 FROM env AS model-code
+ARG SOLUTION_REPO=https://github.com/RobertLuo1/iccv2023_RVOS_Challenge.git
+ARG SOLUTION_COMMIT=c538b0dca85da0719b32ea45253f8b3077defea6
+ENV TORCH_CUDA_ARCH_LIST="7.0;7.5;8.0;8.6+PTX"
+COPY docker/rvos-nodeps.lock docker/build-cuda-op.py /opt/rvos-kit/docker/
+RUN /opt/rvos-kit/docker/fetch-at-commit.sh "${SOLUTION_REPO}" "${SOLUTION_COMMIT}" \
+        /opt/rvos-kit/upstream/iccv2023_RVOS_Challenge \
+ && pip install --no-cache-dir --require-hashes --no-deps \
+        -r /opt/rvos-kit/docker/rvos-nodeps.lock \
+ && python /opt/rvos-kit/docker/build-cuda-op.py \
+        /opt/rvos-kit/upstream/iccv2023_RVOS_Challenge/soc_test/models/ops /tmp/cuda-op \
+ && pip install --no-cache-dir --no-deps --no-index /tmp/cuda-op/*.whl \
+ && rm -rf /tmp/cuda-op \
+ && python -c "import torch, MultiScaleDeformableAttention, imgaug, fvcore.nn.weight_init"
 
 # ---- runtime: the kit installed, a non-root user -------------------------------------------
 FROM model-code AS runtime
 COPY --from=kit-wheel /opt/rvos-kit/wheel /opt/rvos-kit/wheel
 # The kit is installed --no-deps from the wheel built above (no download: nothing to hash);
-# then the build fails unless the kit, torch+cu113 and deaotpy's networks all import.
+# then the build fails unless the kit, torch+cu113, deaotpy's networks and the upstream
+# code's check (rvos_kit.infer.upstream) all work.
 RUN pip install --no-cache-dir --no-deps --no-index /opt/rvos-kit/wheel/rvos_kit-*.whl \
  && rvos-kit --help > /dev/null \
  && python -c "import torch, torchvision, aot.networks.models; \

@@ -48,16 +48,37 @@ RUN pip install --no-cache-dir --require-hashes --no-build-isolation \
         -r /opt/rvos-kit/docker/uninext.lock
 
 # ==== model-code: UNINEXT, its detectron2 and CUDA ops =====================================
-# TO BE FILLED by the RVOS-model issue. The rule: upstream code enters the image ONLY via
-# docker/fetch-at-commit.sh at a full 40-hex commit given as an ARG; it is never copied
-# into this repository. detectron2 and the cocoapi/lvis-api forks are installed with
-# --no-deps --no-build-isolation --no-index (their dependencies are in uninext.lock). E.g.:
-#   ARG SOLUTION_REPO=https://github.com/OWNER/REPO.git
-#   ARG SOLUTION_COMMIT=0123456789abcdef0123456789abcdef01234567
-#   RUN /opt/rvos-kit/docker/fetch-at-commit.sh "${SOLUTION_REPO}" "${SOLUTION_COMMIT}" /opt/src/solution
-#   ENV TORCH_CUDA_ARCH_LIST="7.0;7.5;8.0;8.6+PTX" FORCE_CUDA=1
-#   RUN pip install --no-cache-dir --no-deps --no-build-isolation --no-index /opt/src/solution/UNINEXT
+# The published solution (same commit as the rvos image, fetch-at-commit.sh only; never
+# copied into this repository) and the XD7479 cocoapi fork, the only pycocotools with
+# `ytvos`, at the commit its master had when UNINEXT's INSTALL.md was written (2021-06-09,
+# its last). detectron2 is UNINEXT's bundled, modified copy, installed editable as
+# INSTALL.md says: setup.py maps only the top package detectron2.projects.uninext, so a
+# plain install would miss its sub-packages; the in-place finder serves them.
+# FORCE_CUDA=1 builds detectron2._C without a GPU; the deformable-attention op's setup.py
+# has no such switch: docker/build-cuda-op.py (see rvos.Dockerfile).
 FROM env AS model-code
+ARG SOLUTION_REPO=https://github.com/RobertLuo1/iccv2023_RVOS_Challenge.git
+ARG SOLUTION_COMMIT=c538b0dca85da0719b32ea45253f8b3077defea6
+ARG COCOAPI_REPO=https://github.com/XD7479/cocoapi.git
+ARG COCOAPI_COMMIT=772b85a787ef554a732d4cb9abe317d61602af83
+ENV TORCH_CUDA_ARCH_LIST="7.0;7.5;8.0;8.6+PTX" FORCE_CUDA=1
+COPY docker/build-cuda-op.py /opt/rvos-kit/docker/
+RUN /opt/rvos-kit/docker/fetch-at-commit.sh "${SOLUTION_REPO}" "${SOLUTION_COMMIT}" \
+        /opt/rvos-kit/upstream/iccv2023_RVOS_Challenge \
+ && /opt/rvos-kit/docker/fetch-at-commit.sh "${COCOAPI_REPO}" "${COCOAPI_COMMIT}" \
+        /opt/src/cocoapi \
+ && pip install --no-cache-dir --no-deps --no-build-isolation --no-index \
+        /opt/src/cocoapi/PythonAPI \
+ && pip install --no-cache-dir --no-deps --no-build-isolation --no-index \
+        -e /opt/rvos-kit/upstream/iccv2023_RVOS_Challenge/UNINEXT \
+ && python /opt/rvos-kit/docker/build-cuda-op.py \
+        /opt/rvos-kit/upstream/iccv2023_RVOS_Challenge/UNINEXT/projects/UNINEXT/uninext/models/deformable_detr/ops \
+        /tmp/cuda-op \
+ && pip install --no-cache-dir --no-deps --no-index /tmp/cuda-op/*.whl \
+ && rm -rf /tmp/cuda-op \
+ && PYTHONPATH=/opt/rvos-kit/upstream/iccv2023_RVOS_Challenge/UNINEXT python -c "import \
+MultiScaleDeformableAttention, detectron2._C, pycocotools.ytvos, trax, fairscale.nn.checkpoint, \
+detectron2.projects.uninext"
 
 # ---- runtime: the kit installed, a non-root user -------------------------------------------
 FROM model-code AS runtime
