@@ -189,7 +189,23 @@ torch.save(out, os.path.join(os.environ["STAND_IN_DUMP"], "vit_huge.pth"))
 '''
 
 
-def _run_stand_in(upstream, tmp_path, out, meta_path, images, chunk, monkeypatch, **kw):
+def _inputs(tmp_path: Path, videos: dict) -> dict:
+    """Frames for every meta frame, a checkpoint file, a pretrained folder, the meta."""
+    rng = np.random.default_rng(0)
+    for vid, entry in videos.items():
+        h, w = (int(x) for x in rng.integers(5, 12, size=2))
+        for f in entry["frames"]:
+            _jpeg(tmp_path / "JPEGImages" / vid / f"{f}.jpg", h, w)
+    (tmp_path / "pre" / "bert-base-uncased").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "ckpt.pth").write_bytes(b"weights")
+    (tmp_path / "meta.json").write_text(json.dumps({"videos": videos}))
+    return dict(meta=tmp_path / "meta.json", images=tmp_path / "JPEGImages", split="test",
+                checkpoint=tmp_path / "ckpt.pth", pretrained=tmp_path / "pre")  # fmt: skip
+
+
+def _run_stand_in(upstream, tmp_path, out, inputs, chunk, monkeypatch, videos=None):
+    from rvos_kit.infer import infer_videos
+
     script = tmp_path / "stand_in.py"
     script.write_text(STAND_IN)
     wrapper = tmp_path / "python"
@@ -200,37 +216,33 @@ def _run_stand_in(upstream, tmp_path, out, meta_path, images, chunk, monkeypatch
     monkeypatch.setenv("STAND_IN_DATASET", str(work / "dataset"))
     monkeypatch.setenv("STAND_IN_DUMP", str(work / "model_pth"))
     monkeypatch.setenv("STAND_IN_CALLS", str(calls))
+    monkeypatch.setenv("RVOS_KIT_IN_CONTAINER", "1")  # the mounts are the runner's business
     monkeypatch.setattr(uninext.sys, "executable", str(wrapper))
-    r = uninext.infer("vit_huge", meta_path=meta_path, images=images, upstream=upstream,
-                      checkpoint=meta_path, pretrained=tmp_path, out=out, chunk_videos=chunk,
-                      in_container=True, **kw)  # fmt: skip
+    r = infer_videos("vit_huge", videos, upstream=upstream, out_dir=out, chunk=chunk, **inputs)
     return r, [json.loads(x) for x in calls.read_text().splitlines()]
 
 
 def test_chunked_dump_handling(upstream, tmp_path, monkeypatch):
     from conftest import tree_bytes
 
-    images = tmp_path / "JPEGImages"
     videos = {}
-    for i, (n_exp, n_frames, h, w) in enumerate([(3, 2, 9, 12), (2, 3, 8, 10), (1, 2, 6, 7)]):
-        vid = f"v{i}"
+    for i, (n_exp, n_frames) in enumerate([(3, 2), (2, 3), (1, 2)]):
         frames = [f"{5 * j:05d}" for j in range(n_frames)]
-        videos[vid] = {"expressions": {str(e): {"exp": f"x{e}"} for e in range(n_exp)},
-                       "frames": frames}  # fmt: skip
-        _jpeg(images / vid / f"{frames[0]}.jpg", h, w)
-    meta_path = tmp_path / "meta.json"
-    meta_path.write_text(json.dumps({"videos": videos}))
-
+        videos[f"v{i}"] = {"expressions": {str(e): {"exp": f"x{e}"} for e in range(n_exp)},
+                           "frames": frames}  # fmt: skip
+    inputs = _inputs(tmp_path, videos)
     one = tmp_path / "a/rvos/vit_huge"
-    r, calls = _run_stand_in(upstream, tmp_path, one, meta_path, images, 2, monkeypatch)
-    assert r == {"videos": 3, "chunks": 2} and calls == [["v0", "v1"], ["v2"]]
+    r, calls = _run_stand_in(upstream, tmp_path, one, inputs, 2, monkeypatch)
+    assert r["videos"] == 3 and calls == [["v0", "v1"], ["v2"]]
     assert not uninext.work_dir(one).exists()  # scratch removed after success
+    assert sorted(p.name for p in one.iterdir()) == [
+        "Annotations", "Annotations_sigmoid_odd", "scores.json"]  # fmt: skip
     # masks == dump > 0.5, scores == class_info, the trailing odd expression's sigmoid tree
     import torch
 
     scores = json.loads((one / "scores.json").read_text())
     assert list(scores) == ["v0", "v1", "v2"]
-    doc = uninext.conversion_json(videos, images)
+    doc = uninext.conversion_json(videos, inputs["images"])
     for e in doc["videos"]:
         g = torch.Generator().manual_seed(e["id"])
         probs = torch.rand(e["length"], e["height"], e["width"], generator=g)
@@ -243,35 +255,39 @@ def test_chunked_dump_handling(upstream, tmp_path, monkeypatch):
     odd = sorted(str(p.relative_to(one / "Annotations_sigmoid_odd")) for p in
                  (one / "Annotations_sigmoid_odd").glob("*/*"))  # fmt: skip
     assert odd == ["v0/2", "v2/0"]
-    # one chunk or three: the same bytes; a subset of videos writes only those
+    # one video per chunk: the same bytes; a subset of videos writes only those
     other = tmp_path / "b/rvos/vit_huge"
-    _, calls = _run_stand_in(upstream, tmp_path, other, meta_path, images, 1, monkeypatch)
+    _, calls = _run_stand_in(upstream, tmp_path, other, inputs, 1, monkeypatch)
     assert calls == [["v0"], ["v1"], ["v2"]]
     assert tree_bytes(one) == tree_bytes(other)
     part = tmp_path / "c/rvos/vit_huge"
-    _run_stand_in(upstream, tmp_path, part, meta_path, images, 5, monkeypatch, videos=["v1"])
+    _run_stand_in(upstream, tmp_path, part, inputs, 5, monkeypatch, videos=["v1"])
     assert list(json.loads((part / "scores.json").read_text())) == ["v1"]
 
 
-def test_a_failing_run_leaves_no_model_folder(upstream, tmp_path, monkeypatch):
-    images = tmp_path / "JPEGImages"
-    _jpeg(images / "v0/00000.jpg", 4, 4)
-    meta_path = tmp_path / "meta.json"
-    meta_path.write_text(json.dumps({"videos": {"v0": {"expressions": {"0": {"exp": "a"}},
-                                                       "frames": ["00000"]}}}))  # fmt: skip
+def test_refusals_leave_no_model_folder(upstream, tmp_path, monkeypatch):
+    from rvos_kit.infer import infer_videos
+
+    inputs = _inputs(tmp_path, {"v0": {"expressions": {"0": {"exp": "a"}}, "frames": ["00000"]}})
     out = tmp_path / "rvos/vit_huge"
+    monkeypatch.setenv("RVOS_KIT_IN_CONTAINER", "1")
     monkeypatch.setattr(uninext.sys, "executable", "/bin/false")
-    kw = dict(meta_path=meta_path, images=images, upstream=upstream, checkpoint=meta_path,
-              pretrained=tmp_path, out=out, in_container=True)  # fmt: skip
     with pytest.raises(KitError, match="exited with 1"):
-        uninext.infer("vit_huge", **kw)
+        infer_videos("vit_huge", None, upstream=upstream, out_dir=out, **inputs)
     assert not out.exists()
+    assert (uninext.work_dir(out) / "train_net.log").is_file()  # kept for the user
+    with pytest.raises(KitError, match="CUDA only"):
+        infer_videos("convnext", None, upstream=upstream, out_dir=out, device="cpu", **inputs)
+    monkeypatch.delenv("RVOS_KIT_IN_CONTAINER")
+    with pytest.raises(KitError, match="ln -sfn"):  # natively the fixed paths must exist
+        infer_videos("vit_huge", None, upstream=upstream, out_dir=out, **inputs)
     # a modified upstream file is refused before anything runs
     ev = upstream / "UNINEXT/detectron2/evaluation/evaluator.py"
     saved = ev.read_bytes()
     try:
         ev.write_bytes(saved + b"\n")
         with pytest.raises(KitError, match="differs from the pinned commit"):
-            uninext.infer("vit_huge", **kw)
+            infer_videos("vit_huge", None, upstream=upstream, out_dir=out, **inputs)
     finally:
         ev.write_bytes(saved)
+    assert not out.exists()

@@ -75,10 +75,10 @@ def test_dag_wires_infer_keyframes_propagation_fusion(tmp_path, split):
     # quirk 9.6: AOT starts mutr from its PNG-run tree, with key frames from the dump; the
     # stage-1 vote reads the dump-derived tree
     aot = st["propagate_aot_mutr"]["cmd"]
-    assert _opt(aot, "--annotations") == "outputs/rvos/mutr/Annotations_png"
+    assert _opt(aot, "--annotations") == "outputs/rvos/mutr/Annotations_pngrun"
     assert _opt(aot, "--keyframes") == "outputs/key_frames/mutr.json"
     assert "outputs/rvos/mutr/Annotations" in st["vote_soc_mutr_referft"]["cmd"].split()
-    assert "outputs/rvos/mutr/Annotations_png" not in st["vote_soc_mutr_referft"]["cmd"]
+    assert "outputs/rvos/mutr/Annotations_pngrun" not in st["vote_soc_mutr_referft"]["cmd"]
     for m in ("soc", "referformer_ft"):
         assert (
             _opt(st[f"propagate_aot_{m}"]["cmd"], "--annotations")
@@ -86,7 +86,7 @@ def test_dag_wires_infer_keyframes_propagation_fusion(tmp_path, split):
         )
     audit = st["audit_mutr_trees"]["cmd"].split()
     assert audit[audit.index("--stage") + 2 :][:2] == [
-        "outputs/rvos/mutr/Annotations_png", "outputs/rvos/mutr/Annotations"]  # fmt: skip
+        "outputs/rvos/mutr/Annotations_pngrun", "outputs/rvos/mutr/Annotations"]  # fmt: skip
     assert "--informational" in audit
     # every stage reads the same meta
     for name, s in st.items():

@@ -12,7 +12,7 @@ overlap)::
 
     meta/valid_only.json                                   (data.split: valid, see below)
     rvos/<model>/Annotations, scores.json[, Annotations_sigmoid_odd]   (imported/released/infer)
-    rvos/mutr/Annotations_png                              (infer, challenge2023: quirk 9.6)
+    rvos/mutr/Annotations_pngrun                            (infer, challenge2023: quirk 9.6)
     key_frames/<model>.json
     fused/<node>/<video>/<exp>/<frame>.png                             (stage 1 and 2)
     propagated/<prop>/<node>/...                                       (AOT / DeAOT / flow)

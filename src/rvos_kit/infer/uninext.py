@@ -26,10 +26,10 @@ has its own work folder (:func:`work_dir`), so convnext's dump (upstream names i
 
 Bounded memory: the published evaluator keeps the whole split's dump in RAM until one
 ``torch.save`` at the end (~10^2 GB on the test split). Here the videos are cut into chunks
-of ``chunk_videos``; each chunk is one ``train_net.py`` run on a ``test.json`` listing only
-that chunk (the same entries, ids included, that the full file has), its dump is turned
-into masks with :func:`rvos_kit.importers.import_pth` and deleted before the next chunk.
-Peak memory is that of one chunk, whatever the split.
+of ``--chunk-videos``; each chunk is one ``train_net.py`` run on a ``test.json`` listing
+only that chunk (the same entries, ids included, that the full file has), and its dump is
+handed to the model-folder writer (:class:`rvos_kit.infer.core.ModelWriter`: masks +
+scores, then deleted) before the next chunk. Peak memory is that of one chunk.
 
 ``test.json`` is built exactly as ``UNINEXT/conversion/convert_refytvos2ytvis_{val,test}.py``
 would build it from the same meta and frames (:func:`conversion_json`; the tests compare
@@ -57,7 +57,6 @@ UPSTREAM_FOLDERS = ("UNINEXT",)
 DATASET_NAME = "rvos-refytb-val"  # the only name uninext_vid.py's rvos branch accepts
 DEFAULT_SEED = 42
 DEFAULT_WORKERS = 2
-DEFAULT_CHUNK_VIDEOS = 16
 DUMP_NAME = "vit_huge.pth"  # what evaluator.py L209 writes, for both backbones
 
 # Every absolute path the UNINEXT inference path hard-codes, and what satisfies it.
@@ -272,102 +271,50 @@ def run_chunk(argv: list[str], cwd: Path, env: dict, dump: Path, log: Path) -> N
         raise KitError(f"UNINEXT finished but wrote no {dump} (log: {log})")
 
 
-def convert_chunk(dump: Path, meta_videos: dict, videos: list[str], dest: Path) -> dict:
-    """Masks and scores of one chunk's dump into ``dest`` (an import-pth model folder)."""
-    from ..importers import import_pth
-    from ..meta import parse_meta
-
-    chunk_meta = parse_meta({"videos": {v: meta_videos[v] for v in videos}}, str(dump))
-    return import_pth([dump], KIND, dest, chunk_meta, trusted=True)
-
-
-def merge_chunks(parts: list[Path], meta, out: Path) -> None:
-    """Move the chunk folders' videos into ``out`` (Annotations/, Annotations_sigmoid_odd/,
-    scores.json in meta order), staged: ``out`` changes only when all is there."""
-    from ..jsonfiles import read_json, write_json
-    from ..masktree import StagedTree
-
-    scores: dict = {}
-    for part in parts:
-        scores.update(read_json(part / "scores.json", "chunk scores"))
-    missing = [v.name for v in meta if v.name not in scores]
-    if missing:
-        raise KitError(f"no output for video {missing[0]!r} ({len(missing)} missing)")
-    with StagedTree(out) as tree:
-        for sub in ("Annotations", "Annotations_sigmoid_odd"):
-            (tree.path / sub).mkdir()
-            for part in parts:
-                src = part / sub
-                for vdir in sorted(src.iterdir()) if src.is_dir() else []:
-                    os.replace(vdir, tree.path / sub / vdir.name)
-        write_json(tree.path / "scores.json", {v.name: scores[v.name] for v in meta})
+def check(req) -> None:
+    """Before anything runs (called by :func:`rvos_kit.infer.core.infer_videos`)."""
+    if req.device != "cuda":
+        raise KitError(
+            f"infer --model {req.model}: UNINEXT runs on CUDA only (its bundled detectron2 "
+            "and deformable-attention op are built in the uninext image; no CPU path was "
+            "built or tried); use --device cuda"
+        )
+    bert = req.pretrained / "bert-base-uncased"
+    if not bert.is_dir():
+        raise KitError(
+            f"{bert}: not found (UNINEXT's text encoder, save_pretrained layout); "
+            f"`rvos-kit fetch --used-by rvos_{req.model}` gets it"
+        )
 
 
-def infer(
-    model: str,
-    *,
-    meta_path,
-    images,
-    upstream,
-    checkpoint,
-    pretrained,
-    out,
-    videos: list[str] | None = None,
-    device: str = "cuda",
-    seed: int = DEFAULT_SEED,
-    workers: int = DEFAULT_WORKERS,
-    chunk_videos: int = DEFAULT_CHUNK_VIDEOS,
-    in_container: bool | None = None,
-) -> dict:
-    """Run UNINEXT ``model`` on ``videos`` (default: every meta video) and write the model
-    folder ``out`` as import-pth does. Returns counts."""
-    from ..jsonfiles import read_json
-    from ..meta import parse_meta
-    from .upstream import verify_upstream
-
-    if model not in MODELS:
-        raise KitError(f"{model!r} is not a UNINEXT model ({', '.join(MODELS)})")
-    raw = read_json(meta_path, "meta_expressions file")
-    meta_all = parse_meta(raw, str(meta_path))
-    meta_videos = raw["videos"]
-    wanted = list(videos) if videos else [v.name for v in meta_all]
-    unknown = [v for v in wanted if v not in meta_videos]
-    if unknown:
-        raise KitError(f"{meta_path}: no video {unknown[0]!r}")
-    meta = parse_meta({"videos": {v: meta_videos[v] for v in sorted(wanted)}}, str(meta_path))
-    for p, what in ((checkpoint, "checkpoint"), (images, "--images folder")):
-        if not Path(p).exists():
-            raise KitError(f"{p}: {what} not found")
-    verify_upstream(upstream, UPSTREAM_FOLDERS)
-    if in_container is None:
-        in_container = os.environ.get("RVOS_KIT_IN_CONTAINER") == "1"
+def run(req, videos, out) -> None:
+    """The driver contract of :mod:`rvos_kit.infer.core`: one ``train_net.py`` run per chunk
+    of ``req.chunk`` videos, each chunk's dump handed to ``out.add_dump`` (converted into
+    the model folder, then deleted) before the next chunk starts."""
+    in_container = os.environ.get("RVOS_KIT_IN_CONTAINER") == "1"
     if not in_container:
-        check_native_paths(out, pretrained)
-
-    out, work = Path(out), work_dir(out)
-    prepare_work(out)
-    doc = conversion_json({v.name: meta_videos[v.name] for v in meta}, images)
+        check_native_paths(out.out_dir, req.pretrained)
+    work = work_dir(out.out_dir)
+    prepare_work(out.out_dir)
+    doc = conversion_json({v.name: req.meta_videos[v.name] for v in videos}, req.images)
     dataset, dump = work / "dataset", work / "model_pth" / DUMP_NAME
-    parts_root = work / "parts"
-    if parts_root.exists():
-        shutil.rmtree(parts_root)
-    env = child_env(upstream)
+    env = child_env(req.upstream)
     log = work / "train_net.log"
     log.unlink(missing_ok=True)
-    parts = []
-    for i, chunk in enumerate(chunks([v.name for v in meta], chunk_videos)):
-        _write_chunk_json(dataset, subset(doc, chunk), Path(images))
+    names = [v.name for v in videos]
+    for i, chunk in enumerate(chunks(names, req.chunk)):
+        _write_chunk_json(dataset, subset(doc, chunk), req.images)
         run_dir = work / "run"
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        argv = command_line(model, upstream, checkpoint, run_dir, seed=seed, workers=workers,
-                            device=device)  # fmt: skip
-        print(f"uninext {model}: chunk {i + 1} ({len(chunk)} videos)", file=sys.stderr, flush=True)
-        run_chunk(argv, Path(upstream) / "UNINEXT", env, dump, log)
-        part = parts_root / f"{i:04d}"
-        convert_chunk(dump, meta_videos, chunk, part)
-        dump.unlink()
-        parts.append(part)
-    merge_chunks(parts, meta, out)
+        argv = command_line(req.model, req.upstream, req.checkpoint, run_dir,
+                            device=req.device)  # fmt: skip
+        print(f"infer {req.model}: UNINEXT chunk {i + 1} ({len(chunk)} videos)",
+              file=sys.stderr, flush=True)  # fmt: skip
+        run_chunk(argv, req.upstream / "UNINEXT", env, dump, log)
+        mine = req.work / f"uninext-{i:05d}.pth"
+        shutil.move(str(dump), mine)
+        got = out.add_dump(mine)
+        if sorted(got) != sorted(chunk):
+            raise KitError(f"UNINEXT chunk {i + 1}: the dump holds {sorted(got)}, not {chunk}")
     shutil.rmtree(work)
-    return {"videos": len(meta), "chunks": len(parts)}

@@ -1,8 +1,11 @@
-"""What the pipeline needs to know about each model's inference, without importing any
-driver: the pretrained parts it reads (under ``--pretrained``) and, where the published
-run propagated from a tree other than its dump's (quirk 9.6), that tree's name."""
+"""What the pipeline (dag, preflight) needs to know about each model's inference, without
+importing any driver: the pretrained parts it reads (under ``--pretrained``), the image it
+runs in, and where the published run propagated from a tree other than its dump's
+(quirk 9.6), that tree's name."""
 
 from __future__ import annotations
+
+from .core import PNG_RUN_TREE
 
 SWIN_KINETICS = "swin_base_patch244_window877_kinetics400_22k.pth"
 
@@ -17,7 +20,7 @@ PRETRAINED = {
 
 # model -> folder in its model dir holding the PNG run's masks (challenge2023 mode). Only
 # MUTR's PNG run differs from its dump (input short side 432 vs 360).
-PNG_RUN_TREES = {"mutr": "Annotations_png"}
+PNG_RUN_TREES = {"mutr": PNG_RUN_TREE}
 
 # model -> the key of runner.images its stage runs in
 IMAGES = {"soc": "rvos", "mutr": "rvos", "referformer_ft": "rvos", "vit_huge": "uninext",
