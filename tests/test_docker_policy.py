@@ -714,9 +714,9 @@ def test_lock_script_is_valid_bash():
 
 
 # ------------------------------------------------------------------ inference stack (issue 10)
-def _model_code(name: str) -> str:
-    """The RUN/ENV/ARG text of an image's model-code stage."""
-    stage = next(s for s in stages(DOCKERFILES[name].read_text()) if s["alias"] == "model-code")
+def _model_code(name: str, alias: str = "model-code") -> str:
+    """The instructions of an image's model-code stage (or another), continuations joined."""
+    stage = next(s for s in stages(DOCKERFILES[name].read_text()) if s["alias"] == alias)
     return "\n".join(f"{i} {r}" for i, r in stage["body"])
 
 
@@ -735,6 +735,9 @@ def test_model_code_fetches_the_pinned_solution_where_params_point(name):
     assert "build-cuda-op.py" in body and 'ENV TORCH_CUDA_ARCH_LIST="7.0;7.5;8.0;8.6+PTX"' in body
     flat = re.sub(r"\s+", " ", body)
     assert re.search(r'python -c "import (torch, )?MultiScaleDeformableAttention', flat)
+    # the finished image proves its copy is the pinned code, blob for blob
+    final = re.sub(r"\s+", " ", _model_code(name, "runtime"))
+    assert f"verify_upstream as v; print(v('{upstream}'," in final
 
 
 def test_images_carry_every_import_of_the_inference_path():
