@@ -150,11 +150,15 @@ def test_preflight_without_data_lists_only_real_missing_inputs(tmp_path, monkeyp
     for m in MODELS:
         line = next(x for x in problems if x.startswith(f"models.{m} "))
         assert f"checkpoints/rvos/{m}.pth" in line
-        assert f"rvos-kit fetch --used-by rvos_{m}" in line
+        assert "rvos-kit fetch --params" in line
     assert "roberta-base" in next(x for x in problems if x.startswith("models.mutr "))
     assert "bert-base-uncased" in next(x for x in problems if x.startswith("models.convnext "))
     assert "kinetics400" in next(x for x in problems if x.startswith("models.soc "))
-    assert any(x.startswith("GPU:") and "nvidia-smi not found" in x for x in problems)
+    assert any(x.startswith("Docker:") for x in problems)  # runner.mode: docker, no docker
+    downloads = next(x for x in problems if x.startswith("downloads:"))
+    for name in ("soc", "vit_huge", "roberta_base_model", "bert_base_uncased_model",
+                 "video_swin_base", "aot_swinl"):  # fmt: skip
+        assert name in downloads, name
     # now put every file in place: only the GPU and Docker remain
     p = yaml.safe_load(params.read_text())
     for key in ("meta", "test_meta"):
@@ -167,7 +171,14 @@ def test_preflight_without_data_lists_only_real_missing_inputs(tmp_path, monkeyp
             (tmp_path / a.path).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / a.path).write_bytes(b"x")
     left = missing_inputs(params)
-    assert [x.split(":")[0] for x in left] == ["GPU", "Docker"], left
+    assert [x.split(":")[0] for x in left] == ["Docker"], left
+    # natively: the upstream checkout and a CUDA device are what is left
+    p["runner"]["mode"] = "native"
+    params.write_text(yaml.safe_dump(p, sort_keys=False))
+    left = missing_inputs(params)
+    assert all("upstream code" in x for x in left if x.startswith("models."))
+    assert len([x for x in left if x.startswith("models.")]) == 5
+    assert left[-1].startswith("GPU:")
 
 
 def test_valid_meta_is_valid_minus_test(tmp_path, capsys):

@@ -291,9 +291,9 @@ def check_docker(pl: Pipeline) -> Iterable[str]:
 # Run in this order; issue-specific checks (e.g. per-model inference needs) append here.
 CHECKS: list[Check] = [
     check_data,
-    check_split,
     check_downloads,
     check_models,
+    check_split,
     check_infer,
     check_cuda,
     check_docker,
