@@ -111,28 +111,30 @@ def _paeth_row(f: np.ndarray, up: np.ndarray) -> bool:
 
     Where ``up[i] == up[i-1]`` the predictor is the left pixel, so the row is a running
     sum of ``f`` plus a constant per stretch between changes of ``up``. At the first
-    position ``e`` of a stretch the full predictor is evaluated (Python integers), with
-    ``run[e-1]`` (the running sum to the left) giving both the left pixel and the
-    stretch's constant: ``x[e] = f[e] + pred = run[e] + (pred - run[e-1])``."""
+    position ``s`` of a stretch the full predictor is evaluated (Python integers), with
+    ``run[s-1]`` (the running sum to the left) giving both the left pixel and the
+    stretch's constant: ``x[s] = f[s] + pred = run[s] + (pred - run[s-1])``."""
     changed = (up[1:] != up[:-1]).nonzero()[0]  # stretch starts - 1
-    if changed.size > _PAETH_MAX_CHANGES:
+    if len(changed) > _PAETH_MAX_CHANGES:
         return False
     run = f.cumsum(dtype=np.uint16)
-    left_run, above = run[changed].tolist(), up[changed + 1].tolist()
-    above_left = up[changed].tolist()
-    offset = up[0].item() & 255  # first pixel: left and upper-left are 0, pred = up[0]
+    run_at, up_at = run.item, up.item
+    offset = up_at(0)  # first pixel: left and upper-left are 0, so pred = up[0]
+    if not len(changed):
+        np.add(run, offset, out=f, casting="unsafe")
+        return True
     offsets = [offset]
-    for k, r in enumerate(left_run):
-        a, b, c = (r + offset) & 255, above[k], above_left[k]  # a: the left pixel x[e-1]
+    bounds = [0]
+    for e in changed.tolist():  # a stretch starts at e + 1: full predictor there
+        r, b, c = run_at(e), up_at(e + 1), up_at(e)
+        a = (r + offset) & 255  # the left pixel x[e]
         pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
         offset = ((a if pa <= pb and pa <= pc else b if pb <= pc else c) - r) & 255
         offsets.append(offset)
-    if len(offsets) == 1:
-        np.add(run, offset, out=f, casting="unsafe")
-    else:
-        ends = [0, *(changed + 1).tolist(), f.size]
-        lengths = [ends[k + 1] - ends[k] for k in range(len(offsets))]
-        np.add(run, np.repeat(np.array(offsets, np.uint16), lengths), out=f, casting="unsafe")
+        bounds.append(e + 1)
+    bounds.append(f.size)
+    lengths = [bounds[k + 1] - bounds[k] for k in range(len(offsets))]
+    np.add(run, np.repeat(np.array(offsets, np.uint16), lengths), out=f, casting="unsafe")
     return True
 
 
