@@ -231,12 +231,6 @@ def check_native_paths(out, pretrained) -> None:
 
 
 # --------------------------------------------------------------------------- running
-def chunks(videos: list[str], size: int) -> list[list[str]]:
-    if size < 1:
-        raise KitError("--chunk-videos must be at least 1")
-    return [videos[i : i + size] for i in range(0, len(videos), size)]
-
-
 def _write_chunk_json(dataset: Path, doc: dict, images: Path) -> None:
     from ..masktree import atomic_write_bytes
 
@@ -291,6 +285,8 @@ def run(req, videos, out) -> None:
     """The driver contract of :mod:`rvos_kit.infer.core`: one ``train_net.py`` run per chunk
     of ``req.chunk`` videos, each chunk's dump handed to ``out.add_dump`` (converted into
     the model folder, then deleted) before the next chunk starts."""
+    from .core import chunks
+
     in_container = os.environ.get("RVOS_KIT_IN_CONTAINER") == "1"
     if not in_container:
         check_native_paths(out.out_dir, req.pretrained)
