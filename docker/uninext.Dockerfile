@@ -51,9 +51,13 @@ RUN pip install --no-cache-dir --require-hashes --no-build-isolation \
 # The published solution (same commit as the rvos image, fetch-at-commit.sh only; never
 # copied into this repository) and the XD7479 cocoapi fork, the only pycocotools with
 # `ytvos`, at the commit its master had when UNINEXT's INSTALL.md was written (2021-06-09,
-# its last). detectron2 is UNINEXT's bundled, modified copy, installed editable as
-# INSTALL.md says: setup.py maps only the top package detectron2.projects.uninext, so a
-# plain install would miss its sub-packages; the in-place finder serves them.
+# its last). detectron2 is UNINEXT's bundled, modified copy, used in place as INSTALL.md's
+# `pip install -e .` does (setup.py maps only the top package detectron2.projects.uninext,
+# so a plain install would miss its sub-packages; the in-place finder serves them): its
+# _C op is built in the tree and a .pth file puts UNINEXT/ on sys.path. pip 25 no longer
+# does legacy (`setup.py develop`) editable installs, and setuptools stays at 59.5 for
+# torch 1.10's cpp_extension, so the two steps are spelled out (--force, objects in /tmp:
+# no object file the published tree may carry is reused).
 # FORCE_CUDA=1 builds detectron2._C without a GPU; the deformable-attention op's setup.py
 # has no such switch: docker/build-cuda-op.py (see rvos.Dockerfile).
 FROM env AS model-code
@@ -68,15 +72,18 @@ RUN /opt/rvos-kit/docker/fetch-at-commit.sh "${SOLUTION_REPO}" "${SOLUTION_COMMI
  && /opt/rvos-kit/docker/fetch-at-commit.sh "${COCOAPI_REPO}" "${COCOAPI_COMMIT}" \
         /opt/src/cocoapi \
  && pip install --no-cache-dir --no-deps --no-build-isolation --no-index \
-        /opt/src/cocoapi/PythonAPI \
- && pip install --no-cache-dir --no-deps --no-build-isolation --no-index \
-        -e /opt/rvos-kit/upstream/iccv2023_RVOS_Challenge/UNINEXT \
- && python /opt/rvos-kit/docker/build-cuda-op.py \
+        /opt/src/cocoapi/PythonAPI
+WORKDIR /opt/rvos-kit/upstream/iccv2023_RVOS_Challenge/UNINEXT
+RUN python setup.py build_ext --inplace --force --build-temp /tmp/d2-build \
+ && rm -rf /tmp/d2-build \
+ && echo "$PWD" > "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/uninext.pth"
+WORKDIR /
+RUN python /opt/rvos-kit/docker/build-cuda-op.py \
         /opt/rvos-kit/upstream/iccv2023_RVOS_Challenge/UNINEXT/projects/UNINEXT/uninext/models/deformable_detr/ops \
         /tmp/cuda-op \
  && pip install --no-cache-dir --no-deps --no-index /tmp/cuda-op/*.whl \
  && rm -rf /tmp/cuda-op \
- && PYTHONPATH=/opt/rvos-kit/upstream/iccv2023_RVOS_Challenge/UNINEXT python -c "import \
+ && python -c "import \
 MultiScaleDeformableAttention, detectron2._C, pycocotools.ytvos, trax, fairscale.nn.checkpoint, \
 detectron2.projects.uninext"
 

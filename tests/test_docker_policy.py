@@ -763,7 +763,10 @@ def test_images_carry_every_import_of_the_inference_path():
     body = _model_code("uninext")
     assert "ARG COCOAPI_COMMIT=772b85a787ef554a732d4cb9abe317d61602af83" in body
     assert "/opt/src/cocoapi/PythonAPI" in body and "pycocotools.ytvos" in body
-    assert "-e /opt/rvos-kit/upstream/iccv2023_RVOS_Challenge/UNINEXT" in body
+    # UNINEXT's detectron2 in place (what `pip install -e .` did before pip 25): _C built
+    # in the tree, UNINEXT/ on sys.path through a .pth file
+    assert "WORKDIR /opt/rvos-kit/upstream/iccv2023_RVOS_Challenge/UNINEXT" in body
+    assert "python setup.py build_ext --inplace" in body and "/uninext.pth" in body
     assert "FORCE_CUDA=1" in body and "trax" in body and "fairscale" in body
     assert "imgaug" in _model_code("rvos") and "rvos-nodeps.lock" in _model_code("rvos")
     assert not re.search(r"^imgaug==", rvos_in, re.M)  # GUI opencv-python via its metadata
