@@ -7,21 +7,27 @@ encoders, the Video-Swin backbone and the authors' released Annotations zips. Pe
 (relative to ``--dest``, default: the lock's folder) and ``used_by`` (pipeline stages).
 
 fetch
-    Downloads each selected artifact that is not already present to a temp file beside
-    its destination (``.<name>.part``), checks its size and sha256 against the lock and
-    only then renames it into place. A mismatch deletes the temp file and leaves any
+    Download artifacts of checkpoints.lock: the NAMEs given, those a stage uses
+    (``--used-by``), everything one pipeline reads (``--params params.yaml``: its
+    released trees and checkpoints, with its own lock and download folder), or the
+    whole lock. Each artifact not already present goes to a temp file beside its
+    destination (``.<name>.part``); its size and sha256 are checked against the lock and
+    only then is it renamed into place. A mismatch deletes the temp file and leaves any
     existing file untouched. An interrupted plain-HTTP download keeps its temp file and
     the next fetch continues it with a ``Range`` request (``If-Range`` guards against a
     file that changed meanwhile). Google-Drive ids go through gdown; Hugging Face files
-    through their ``resolve`` URL. ``--record`` writes the hashes (and the Hugging Face
-    commit) of first downloads into the lock: trust on first use, said loudly.
-verify
-    Hashes every present artifact and reports ok / MISMATCH / missing / unrecorded.
+    through their ``resolve`` URL. A null sha256 in the lock means the bytes are not
+    pinned yet: ``--record`` writes the hashes (and the Hugging Face commit) of first
+    downloads into the lock, trust on first use, said loudly.
 
-Endpoints can be redirected (tests, mirrors): ``--gdrive-endpoint`` /
-``RVOS_KIT_GDRIVE_ENDPOINT`` (default ``https://drive.google.com``) and
-``--hf-endpoint`` / ``RVOS_KIT_HF_ENDPOINT`` / ``HF_ENDPOINT`` (default
-``https://huggingface.co``).
+    Endpoints can be redirected (tests, mirrors): ``--gdrive-endpoint`` /
+    ``RVOS_KIT_GDRIVE_ENDPOINT`` (default ``https://drive.google.com``) and
+    ``--hf-endpoint`` / ``RVOS_KIT_HF_ENDPOINT`` / ``HF_ENDPOINT`` (default
+    ``https://huggingface.co``).
+verify
+    Hash every present artifact and compare with checkpoints.lock: ok / MISMATCH /
+    missing / unrecorded per artifact; exit 1 on any mismatch (with ``--strict`` also on
+    missing or unrecorded ones). Selection as for fetch.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from .errors import KitError
+from .helptext import verb_section
 from .masktree import atomic_write_bytes
 
 SOURCES = ("gdrive", "url", "hf", "manual")
@@ -774,8 +781,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "fetch",
         help="download the artifacts of checkpoints.lock, checking size and sha256",
-        description=__doc__,
-        formatter_class=_raw(),
+        description=verb_section(__doc__, "fetch"),
     )
     _common_args(p)
     p.add_argument(
@@ -798,18 +804,10 @@ def register(sub) -> None:
     v = sub.add_parser(
         "verify",
         help="hash every present artifact of checkpoints.lock; non-zero exit on a mismatch",
-        description="Hash every present artifact and compare with checkpoints.lock. Prints "
-        "ok / MISMATCH / missing / unrecorded per artifact; exit 1 on any mismatch (with "
-        "--strict also on missing or unrecorded ones).",
+        description=verb_section(__doc__, "verify"),
     )
     _common_args(v)
     v.add_argument(
         "--strict", action="store_true", help="also fail when an artifact is missing or unrecorded"
     )
     v.set_defaults(func=run_verify)
-
-
-def _raw():
-    import argparse
-
-    return argparse.RawDescriptionHelpFormatter

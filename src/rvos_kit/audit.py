@@ -540,12 +540,8 @@ def register(sub) -> None:
         help="exit 0 even when the trees differ (trees known to differ, e.g. mutr's PNG run "
         "and its dump, quirk 9.6: the numbers are the point)",
     )
-    p.add_argument(
-        "--worst", type=count, default=WORST_DEFAULT, help="worst expressions listed (20)"
-    )
-    p.add_argument(
-        "--sheets", type=count, default=6, help="contact sheets per stage in the report (6)"
-    )
+    p.add_argument("--worst", type=count, default=WORST_DEFAULT, help="worst expressions listed")
+    p.add_argument("--sheets", type=count, default=6, help="contact sheets per stage in the report")
     p.add_argument(
         "--foreground",
         choices=FOREGROUND_RULES,

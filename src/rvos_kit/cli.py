@@ -14,6 +14,7 @@ import sys
 
 from . import __version__
 from .errors import KitError
+from .helptext import HelpFormatter, plain
 
 # In DAG order: data -> rvos outputs -> key frames -> propagate -> fuse -> package ->
 # evaluate / audit. (module, in rvos_kit)
@@ -38,7 +39,8 @@ VERB_MODULES = (
 DESCRIPTION = """\
 Reproducibility kit for the 1st-place ICCV 2023 LSVOS track-3 solution.
 A mask tree is <root>/<video>/<exp_id>/<frame>.png (8-bit grayscale, 255 = object).
-Run `rvos-kit <verb> --help` for each stage."""
+Run `rvos-kit <verb> --help` for each stage. "Contract section N" and "quirk 9.N"
+refer to the headings of docs/contract.md."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in VERB_MODULES:
         importlib.import_module(f"rvos_kit.{name}").register(sub)
+    for verb in sub.choices.values():  # plain text, defaults shown (helptext.py)
+        verb.description = plain(verb.description)
+        verb.formatter_class = HelpFormatter
     return parser
 
 

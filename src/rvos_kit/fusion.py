@@ -2,13 +2,13 @@
 
 For each video, expressions in meta order are grouped in consecutive pairs (0,1), (2,3),
 ... A pair's masks of every source, for BOTH expressions, are counted per pixel and the
-fused mask ``count >= pair_threshold`` is written to both expressions. A trailing odd
-expression (or, with ``pairing="none"``, every expression) follows the odd rule:
+fused mask ``count >= --pair-threshold`` is written to both expressions. A trailing odd
+expression (or, with ``--pairing none``, every expression) follows the odd rule:
 
-``odd="vote"``
-    ``count over the sources' masks of that expression >= odd_threshold`` (stage 2).
-``odd="first"``
-    the first (key) source's own mask, no vote (stage 1). With ``odd_from=ROOT`` the mask
+``--odd vote``
+    ``count over the sources' masks of that expression >= --odd-threshold`` (stage 2).
+``--odd first``
+    the first (key) source's own mask, no vote (stage 1). With ``--odd-from ROOT`` the mask
     is read from ROOT instead: that is how the ``challenge2023`` mode reproduces quirk 9.1,
     where the published stage-1 odd branch applied ``sigmoid(p) > 0.5`` to vit_huge's
     *probabilities*. ``rvos-kit import-pth --kind probabilities`` writes exactly those
@@ -27,7 +27,7 @@ fused mask is encoded once and written to both expressions, byte-identical input
 frame are decoded once, a frame whose inputs repeat an earlier frame's byte for byte
 reuses its output, and identical fused masks (empty ones, repeated frames) are encoded
 once (keyed by content). One worker process per video (memory: one frame of masks per
-worker). ``encoder="fast"`` writes the same pixels unfiltered with ISA-L deflate level
+worker). ``--encoder fast`` writes the same pixels unfiltered with ISA-L deflate level
 1: not byte-identical to the published files, ~25x faster to encode. Numbers:
 ``bench/fusion.py``.
 

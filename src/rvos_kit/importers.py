@@ -34,6 +34,7 @@ from collections import Counter
 from pathlib import Path
 
 from .errors import KitError
+from .helptext import verb_section
 from .jsonfiles import write_json
 from .masktree import StagedTree, atomic_write_bytes, check_tree, png_header, write_mask
 from .meta import Meta, load_meta
@@ -484,7 +485,7 @@ def register(sub) -> None:
     z = sub.add_parser(
         "import-zip",
         help="unpack a released Annotations zip into a canonical mask tree (zip-slip safe)",
-        description=__doc__,
+        description=verb_section(__doc__, "import-zip"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     z.add_argument("zip", help="released Annotations zip")
@@ -500,7 +501,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "import-pth",
         help="convert original RVOS .pth dumps into Annotations/ + scores.json",
-        description=__doc__,
+        description=verb_section(__doc__, "import-pth"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("dumps", nargs="+", metavar="DUMP.pth", help="one dump, or all split chunks")

@@ -10,7 +10,7 @@ keyframes, pack, evaluate, audit, import-zip, import-pth, fetch, verify, ...) an
 ``propagate --backend flow`` always run natively, whatever the mode. Natively means
 ``python -m rvos_kit <verb> <args>`` in a child process of the current interpreter.
 
-In docker mode the command line is (:func:`docker_argv`, a pure function)::
+In docker mode the command line is::
 
     docker run --rm --init --pull never --gpus all --user UID:GID --network none
         --shm-size 8g --env HOME=/tmp --env PYTHONDONTWRITEBYTECODE=1

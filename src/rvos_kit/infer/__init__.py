@@ -104,7 +104,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "infer",
         help="run a model's published inference code (pinned, unmodified) into a model folder",
-        description=__doc__,
+        description=__doc__.split("\nPython:")[0],  # the Python API is not for --help
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, choices=list(MODELS))
