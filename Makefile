@@ -41,11 +41,13 @@ dag: $(STAMP) ## regenerate every dvc.yaml from its params.yaml
 	$(RUN) rvos-kit dag --params demo/params.yaml
 	$(RUN) rvos-kit dag --params audit/params.yaml
 
-demo: $(STAMP) ## the whole DAG on a generated sample (CPU), then a J&F table per node
+demo: $(STAMP) ## the whole DAG on a generated sample (CPU): J&F table, HTML report, plot
 	$(RUN) rvos-kit dag --params demo/params.yaml
 	$(RUN) dvc repro demo/dvc.yaml
 	@echo; echo "J&F per node (demo/outputs/metrics/summary.csv):"; cat demo/outputs/metrics/summary.md
 	@echo; echo "submission: $$(cat demo/submission.sha256)"
+	@echo "report (self-contained, opens offline): demo/outputs/report/index.html"
+	@echo "J&F per node as a picture: demo/outputs/report/jf.svg"
 
 demo-check: $(STAMP) ## run the demo from scratch; fail if any output hash differs from demo/dvc.lock
 	test -f demo/dvc.lock && cp demo/dvc.lock .demo-check.lock
@@ -61,7 +63,8 @@ reproduce: $(STAMP) ## the real pipeline (params.yaml): checks inputs, then dvc 
 	$(RUN) rvos-kit dag --params params.yaml
 	$(RUN) dvc repro dvc.yaml
 
-audit: $(STAMP) ## recompute stage 2 from the released trees and compare (audit/params.yaml)
+audit: $(STAMP) ## download the released trees, recompute stage 2 from them and compare
+	$(RUN) rvos-kit fetch --params audit/params.yaml
 	@$(RUN) rvos-kit preflight --params audit/params.yaml
 	$(RUN) rvos-kit dag --params audit/params.yaml
 	$(RUN) dvc repro audit/dvc.yaml || { echo "audit: disagreements found, see audit/outputs/report/index.html"; exit 1; }

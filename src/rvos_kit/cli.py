@@ -31,6 +31,7 @@ VERB_MODULES = (
     "evaluate",
     "audit",
     "summary",
+    "report",
     "dag",
     "preflight",
     "runner",

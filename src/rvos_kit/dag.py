@@ -19,6 +19,7 @@ overlap)::
     submission.zip, submission.sha256
     metrics/<node>.json, metrics/summary.csv                           (with ground truth)
     metrics/mutr_trees.json                                (infer, challenge2023: quirk 9.6)
+    report/index.html, report/jf.svg                                   (with ground truth)
     preflight.txt                                                       (see below)
 
 The first stage, ``preflight``, runs ``rvos-kit preflight`` whenever the params file
@@ -370,6 +371,21 @@ class _Builder:
                 {csv: {"cache": False, "x": "J&F", "y": "node", "template": "bar_horizontal"}}
             ],  # fmt: skip
         }
+        # Something to look at, offline: J&F per node as SVG and the fusion nodes' worst
+        # expressions drawn against the ground truth (report.py).
+        report = f"{self.out}/report"
+        title = f"{self.params_name}: J&F per node and overlays against {gt}"
+        args = ["rvos-kit", "report", *files, "--out", report, "--gt", gt, "--meta", self.meta,
+                "--title", title]  # fmt: skip
+        deps = [*files, gt, self.meta]
+        if self.p["data"].get("images"):
+            args += ["--images", self.p["data"]["images"]]
+            deps.append(self.p["data"]["images"])
+        for node in self.fusion:
+            args += ["--overlay", node, self.tree(node)]
+            deps.append(self.tree(node))
+        self.stages["report"] = {"cmd": _q(args), "deps": deps,
+                                 "outs": [{report: {"cache": False}}]}  # fmt: skip
 
     def audit(self) -> None:
         a = self.p.get("audit")
@@ -397,8 +413,8 @@ class _Builder:
     def prune(self) -> None:
         """Drop stages whose outputs nothing downstream reads (e.g. a released Origin tree
         when only its released AOT tree is a fusion member)."""
-        sinks = [n for n in self.stages
-                 if n in ("pack", "audit", "summary") or n.startswith("audit_")]  # fmt: skip
+        ends = ("pack", "audit", "summary", "report")
+        sinks = [n for n in self.stages if n in ends or n.startswith("audit_")]
         if not sinks:
             return
         producer = {}
@@ -450,6 +466,7 @@ class _Builder:
         "pack": ["pack.py", "masktree.py", "pngcodec.py"],
         "evaluate": ["evaluate.py", "masktree.py", "pngcodec.py"],
         "summarize": ["summary.py"],
+        "report": ["report.py", "audit.py", "summary.py"],
         "import-pth": ["importers.py", "masktree.py", "pngcodec.py"],
         "import-zip": ["importers.py"],
         "audit": ["audit.py", "report.py"],
