@@ -171,7 +171,8 @@ def test_changing_a_stage2_threshold_reruns_only_downstream(dvc_repo):
     (repo / "pipe/dvc.yaml").write_text(render(params))
     out = _dvc(repo, "repro", "pipe/dvc.yaml")
     # preflight re-checks the inputs whenever the params file changes (cheap, same output)
-    assert _ran(out) == {"preflight", "vote_final", "pack", "evaluate_final", "summary"}
+    assert _ran(out) == {"preflight", "vote_final", "pack", "evaluate_final", "summary",
+                         "report"}  # fmt: skip
     assert (repo / "pipe/outputs/submission.zip").read_bytes() != before
     for n, b in keep.items():
         assert tree_bytes(repo / "pipe/outputs/fused" / n) == b
@@ -190,7 +191,7 @@ def test_changing_a_stage1_member_reruns_its_branch(dvc_repo):
         "vote_soc_mutr_referft", "evaluate_soc_mutr_referft",
         "propagate_aot_soc_mutr_referft", "evaluate_soc_mutr_referft_aot",
         "vote_en2", "evaluate_en2", "vote_final", "evaluate_final", "pack", "summary",
-        "preflight",
+        "preflight", "report",
     }  # fmt: skip
     # nothing outside the branch runs; the nodes whose inputs changed all do (DVC skips a
     # stage whose inputs came out byte-identical, e.g. pack when final did not change)
