@@ -199,3 +199,30 @@ def test_changing_a_stage1_member_reruns_its_branch(dvc_repo):
     assert {"vote_soc_mutr_referft", "propagate_aot_soc_mutr_referft", "vote_en2",
             "vote_final"} <= ran  # fmt: skip
     assert _ran(_dvc(repo, "repro", "pipe/dvc.yaml")) == set()
+
+
+def test_params_edit_without_dag_fails_loudly_instead_of_drifting(dvc_repo):
+    """Issue 11 case 2: params.yaml edited, `rvos-kit dag` forgotten: DVC re-runs the stage
+    (its params changed) with the old command line; the stage must refuse, not record
+    the old threshold's output next to the new params in dvc.lock."""
+    repo = dvc_repo
+    params, lock = repo / "pipe/params.yaml", repo / "pipe/dvc.lock"
+    lock_before = lock.read_bytes()
+    p = yaml.safe_load(params.read_text())
+    p["fusion"]["final"]["pair_threshold"] = 3 if p["fusion"]["final"]["pair_threshold"] != 3 else 5
+    params.write_text(yaml.safe_dump(p, sort_keys=False))
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    r = subprocess.run([str(BIN / "dvc"), "repro", "pipe/dvc.yaml"], cwd=repo,
+                       capture_output=True, text=True, env=env)  # fmt: skip
+    assert r.returncode != 0, r.stdout + r.stderr
+    msg = r.stdout + r.stderr
+    assert "stage vote_final: dvc.yaml is stale" in msg and "rvos-kit dag" in msg
+    assert lock.read_bytes() == lock_before
+    (repo / "pipe/dvc.yaml").write_text(render(params))
+    assert "vote_final" in _ran(_dvc(repo, "repro", "pipe/dvc.yaml"))
+    rec = yaml.safe_load(lock.read_text())["stages"]["vote_final"]
+    assert f"--pair-threshold {p['fusion']['final']['pair_threshold']} " in rec["cmd"]
+    assert (
+        rec["params"]["params.yaml"]["fusion.final"]["pair_threshold"]
+        == (p["fusion"]["final"]["pair_threshold"])
+    )

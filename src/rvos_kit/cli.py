@@ -51,6 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"rvos-kit {__version__}")
+    g = parser.add_argument_group("generated DVC stages (written by `rvos-kit dag`)")
+    g.add_argument("--params", dest="dag_params", help="the params file a stage came from")
+    g.add_argument(
+        "--node",
+        dest="dag_node",
+        metavar="STAGE",
+        help="with --params: refuse to run unless this command is still what PARAMS "
+        "generates for STAGE (a stale dvc.yaml)",
+    )
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
     sub.required = True
     for name in VERB_MODULES:
@@ -63,8 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     try:
+        if args.dag_node or args.dag_params:
+            if not (args.dag_node and args.dag_params):
+                raise KitError("--params and --node (before the verb) go together")
+            from .dag import check_stage
+
+            check_stage(args.dag_params, args.dag_node, argv)
         return int(args.func(args) or 0)
     except KitError as e:
         print(f"rvos-kit {args.verb}: error: {e}", file=sys.stderr)

@@ -5,7 +5,11 @@ between "import a dump", "unpack a released zip" and "run inference", so the pip
 file is generated: one stage per DAG node, each calling one verb with every path and
 parameter spelled out, declaring its ``deps``, the ``params`` keys it reads, and its
 ``outs``. Edit params.yaml, then run ``rvos-kit dag`` (``make`` does it before every
-``dvc repro``); ``rvos-kit dag --check`` fails when dvc.yaml is out of date.
+``dvc repro``); ``rvos-kit dag --check`` fails when dvc.yaml is out of date. Each
+command starts with ``rvos-kit --params params.yaml --node <stage>``: at run time the
+stage re-generates itself from params.yaml and refuses to run when its command differs
+(params edited, ``rvos-kit dag`` forgotten), so dvc.lock never records old values next
+to new params.
 
 Output layout under ``paths.outputs`` (one folder per stage kind, so DVC outputs never
 overlap)::
@@ -514,12 +518,39 @@ class _Builder:
         return {"stages": self.stages}
 
 
-def render(params_path: str | os.PathLike) -> str:
+def stages(params_path: str | os.PathLike, params_ref: str | None = None) -> dict:
+    """The stages generated from a params file. Every command starts with
+    ``rvos-kit --params <params_ref> --node <stage>`` (``params_ref``: the params file
+    as seen from dvc.yaml's folder), so that the stage can check at run time that it is
+    still what params.yaml generates (:func:`check_stage`)."""
     params_path = Path(params_path)
-    p = load_params(params_path)
-    doc = _Builder(p, params_path.parent, params_path.name).build()
+    ref = params_ref or params_path.name
+    doc = _Builder(load_params(params_path), params_path.parent, ref).build()["stages"]
+    for name, s in doc.items():
+        verb_and_args = s["cmd"].split(" ", 1)[1]
+        s["cmd"] = f"{_q(['rvos-kit', '--params', ref, '--node', name])} {verb_and_args}"
+    return doc
+
+
+def render(params_path: str | os.PathLike, params_ref: str | None = None) -> str:
+    params_path = Path(params_path)
+    doc = {"stages": stages(params_path, params_ref)}
     body = yaml.safe_dump(doc, sort_keys=False, width=1000, default_flow_style=False)
     return HEADER.format(params=params_path.name) + body
+
+
+def check_stage(params: str, node: str, argv: list[str]) -> None:
+    """Refuse to run a generated stage whose command line (``argv``, without the program
+    name) is no longer what ``params`` generates: dvc.yaml is stale, and running it would
+    record old values next to new params in dvc.lock."""
+    want = stages(params, params).get(node)
+    if want is not None and shlex.split(want["cmd"])[1:] == list(argv):
+        return
+    now = "no longer generates this stage" if want is None else "now gives another command"
+    raise KitError(
+        f"stage {node}: dvc.yaml is stale ({params} {now}); run `rvos-kit dag --params "
+        f"{params}` (every make target does it) and then `dvc repro` again"
+    )
 
 
 def lock_outs(path) -> dict[str, tuple]:
@@ -555,7 +586,7 @@ def run(args) -> int:
         print(f"{lock}: all {len(lock_outs(lock))} outputs match {args.compare_outs} byte for byte")
         return 0
     out = Path(args.out) if args.out else params.with_name("dvc.yaml")
-    text = render(params)
+    text = render(params, os.path.relpath(params, out.parent))
     if args.check:
         current = out.read_text() if out.exists() else ""
         if current != text:

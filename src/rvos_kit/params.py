@@ -1,17 +1,34 @@
-"""params.yaml: the one home of every path and parameter of a pipeline.
+"""params.yaml: the one home of every path and parameter of a pipeline, and its schema.
 
-Paths in it are relative to the folder that holds it (where DVC runs the stages). Only
-the shape is checked here; :mod:`rvos_kit.dag` turns it into ``dvc.yaml``. A member of
-a fusion node is ``NODE`` (the node's own masks: a model's output or a fused tree) or
-``NODE/PROP`` (those masks after the propagation config PROP, e.g. ``soc/aot``).
+Paths in it are relative to the folder that holds it (where DVC runs the stages).
+:func:`load_params` checks the whole file against the schema below (pydantic, strict:
+unknown keys, wrong types and values outside a fixed set are refused with the key path
+and what is allowed) plus the cross-key rules in :meth:`Params._cross_checks`, then
+returns the file as a plain ``dict``; :mod:`rvos_kit.dag` turns it into ``dvc.yaml``.
+A member of a fusion node is ``NODE`` (the node's own masks: a model's output or a fused
+tree) or ``NODE/PROP`` (those masks after the propagation config PROP, e.g. ``soc/aot``).
+
+Extending: to add a section, define ``class MySection(Section)`` with typed fields and
+defaults, add ``mysection: MySection | None = None`` to :class:`Params` (or a field to an
+existing section class), and put any rule spanning several keys in
+``Params._cross_checks``; nothing else needs to change.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal, Union
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import KitError
 
@@ -21,9 +38,266 @@ MODEL_SOURCES = ("tree", "imported", "released", "infer")
 FUSION_SOURCES = ("compute", "released")
 BACKENDS = ("aot", "deaot", "flow")
 SPLITS = ("valid", "test")
+DEVICES = ("cuda", "cpu")
+PAIRINGS = ("consecutive", "none")  # fusion.PAIRINGS (tested equal)
+ODD_RULES = ("vote", "first")  # fusion.ODD_RULES
+ENCODERS = ("pil", "fast")  # masktree.ENCODERS
+RUNNER_MODES = ("native", "docker")  # runner.MODES
+
+# The five RVOS models of the published solution and the kind of their raw output
+# (spec 3). A model of another name may only come as a ready tree (source: tree).
+RVOS_MODELS = {
+    "soc": "logits",
+    "mutr": "logits",
+    "referformer_ft": "logits",
+    "vit_huge": "probabilities",
+    "convnext": "probabilities",
+}
+
+
+_UNKNOWN = "unknown key \0"
+
+
+def _lit(values: tuple):
+    return Literal[values]  # type: ignore[valid-type]
+
+
+class Section(BaseModel):
+    """Base of every mapping in params.yaml: strict types, no unknown keys."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data):
+        if isinstance(data, dict):
+            unknown = [k for k in data if k not in cls.model_fields]
+            if unknown:
+                raise ValueError(
+                    f"{_UNKNOWN}{unknown[0]}\0; allowed keys: {', '.join(cls.model_fields)}"
+                )
+        return data
+
+
+Path_ = str  # a path relative to the params file's folder
+
+
+class Data(Section):
+    meta: Path_
+    images: Path_ | None = None
+    gt: Path_ | None = None
+    split: _lit(SPLITS) = "test"  # valid: the valid-only videos (meta minus test_meta)
+    test_meta: Path_ | None = None
+
+
+class Paths(Section):
+    outputs: Path_ = Field(min_length=1)
+    lock: Path_ = "checkpoints.lock"
+    code: Path_ | None = None
+    downloads: Path_ = "."
+    checkpoints: Path_ = "checkpoints"
+
+
+class Runner(Section):
+    mode: _lit(RUNNER_MODES) = "native"
+    gpus: Union[int, str, bool, list[int], None] = "all"  # noqa: UP007
+    images: dict[str, str] | None = None
+    stages: dict[str, str] | None = None
+    shm_size: str | None = None
+    network: str | None = None
+
+
+class Infer(Section):
+    """``source: infer`` (``rvos-kit infer``, docs/inference.md)."""
+
+    upstream: Path_  # the published code at the pinned commit
+    pretrained: Path_ = "checkpoints/pretrained"
+    chunk_videos: int | None = Field(None, ge=1)
+
+
+class Sample(Section):
+    out: Path_
+    seed: int = Field(0, ge=0)
+    videos: int = Field(6, ge=1)
+    frames: int = Field(12, ge=1)
+    height: int = Field(96, ge=1)
+    width: int = Field(160, ge=1)
+
+
+class Model(Section):
+    kind: _lit(MODEL_KINDS)
+    source: _lit(MODEL_SOURCES)
+    tree: Path_ | None = None
+    dumps: list[Path_] | None = None
+
+    @model_validator(mode="after")
+    def _source_keys(self):
+        if self.source == "tree" and not self.tree:
+            raise ValueError("source: tree needs tree: DIR (a model dir)")
+        if self.source == "imported" and not self.dumps:
+            raise ValueError("source: imported needs dumps: [the .pth dump file(s)]")
+        return self
+
+
+class Propagation(Section):
+    backend: _lit(BACKENDS)
+    tree: str
+    nodes: list[str]
+    model: str | None = None
+    checkpoint: Path_ | None = None
+    scales: list[float] = Field(default=[0.8, 1.0, 1.2], min_length=1)
+    flip: bool = True
+    max_long_side: int = Field(1040, ge=1)
+
+    @field_validator("scales")
+    @classmethod
+    def _positive(cls, v):
+        if any(s <= 0 for s in v):
+            raise ValueError("every scale must be > 0")
+        return v
+
+    @model_validator(mode="after")
+    def _model_of_backend(self):
+        from .propagate.aot_backend import MODELS
+
+        if self.backend == "flow":
+            if self.model is not None:
+                raise ValueError("backend flow takes no model (remove model:)")
+        elif self.model is not None and self.model not in MODELS[self.backend]:
+            raise ValueError(
+                f"model {self.model!r} is not a model of backend {self.backend}; allowed: "
+                f"{', '.join(MODELS[self.backend])}"
+            )
+        return self
+
+
+class Fusion(Section):
+    members: list[str] = Field(min_length=1)
+    source: _lit(FUSION_SOURCES) = "compute"
+    pairing: _lit(PAIRINGS) = "consecutive"
+    pair_threshold: int = Field(4, ge=1)
+    odd: _lit(ODD_RULES) = "vote"
+    odd_threshold: int = Field(3, ge=1)
+
+
+class Submission(Section):
+    node: str
+    sha256: Path_ = "submission.sha256"
+
+
+class Audit(Section):
+    stages: dict[str, str]
+    report: Path_ | None = None
+
+
+class Params(Section):
+    compat: _lit(COMPAT_MODES) = "challenge2023"
+    data: Data
+    paths: Paths
+    device: _lit(DEVICES) = "cuda"
+    encoder: _lit(ENCODERS) = "pil"
+    runner: Runner | None = None
+    infer: Infer | None = None
+    sample: Sample | None = None
+    models: dict[str, Model]
+    propagation: dict[str, Propagation] | None = None
+    fusion: dict[str, Fusion] | None = None
+    submission: Submission | None = None
+    audit: Audit | None = None
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        """Rules spanning several keys; each error names its key path."""
+        models, props, fusion = self.models, self.propagation or {}, self.fusion or {}
+        if any(m.source == "infer" for m in models.values()):
+            if self.data.images is None:
+                raise ValueError("data.images: source: infer needs the JPEG frames")
+            if self.infer is None:
+                raise ValueError("infer: source: infer needs an infer section (upstream: DIR)")
+            if self.data.split == "valid" and self.data.test_meta is None:
+                raise ValueError(
+                    "data.test_meta: split valid (valid minus test videos) needs the test meta"
+                )
+        for name, m in models.items():
+            want = RVOS_MODELS.get(name)
+            if want is None and m.source != "tree":
+                raise ValueError(
+                    f"models.{name}: not an RVOS model of the solution (known: "
+                    f"{', '.join(RVOS_MODELS)}); another model can only be a ready tree "
+                    "(source: tree)"
+                )
+            if want is not None and m.kind != want:
+                raise ValueError(f"models.{name}.kind: {name} outputs {want}, not {m.kind}")
+        for name, c in props.items():
+            for n in c.nodes:
+                if n not in models and n not in fusion:
+                    raise ValueError(
+                        f"propagation.{name}.nodes: {n!r} is neither a model nor a fusion node"
+                    )
+        for name, f in fusion.items():
+            if name in models:
+                raise ValueError(f"fusion.{name}: a fusion node cannot share a model's name")
+            for m in f.members:
+                node, _, prop = m.partition("/")
+                if node not in models and node not in fusion:
+                    raise ValueError(
+                        f"fusion.{name}.members: {m!r}: {node!r} is neither a model nor a node"
+                    )
+                if prop and (prop not in props or node not in props[prop].nodes):
+                    raise ValueError(
+                        f"fusion.{name}.members: {m!r}: propagation {prop!r} does not list "
+                        f"node {node!r}"
+                    )
+        if self.submission is not None and self.submission.node not in fusion:
+            raise ValueError(
+                f"submission.node: {self.submission.node!r} is not a fusion node "
+                f"({', '.join(fusion) or 'none'})"
+            )
+        if self.runner is not None and self.runner.stages and self.runner.images is not None:
+            for stage, key in self.runner.stages.items():
+                if key not in self.runner.images:
+                    raise ValueError(
+                        f"runner.stages.{stage}: image {key!r} is not in runner.images "
+                        f"({', '.join(self.runner.images) or 'none'})"
+                    )
+        return self
+
+
+def _message(err: dict) -> str:
+    loc = ".".join(str(x) for x in err["loc"])
+    msg = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    if err["type"] == "value_error" and msg.startswith(("models.", "fusion.", "propagation.",
+                                                       "submission.", "runner.", "data.",
+                                                       "infer:")):  # fmt: skip
+        return msg  # a cross-key rule names its own path
+    if msg.startswith(_UNKNOWN):  # Section._known_keys
+        key, _, allowed = msg[len(_UNKNOWN) :].partition("\0")
+        return f"{loc + '.' if loc else ''}{key}: unknown key{allowed}"
+    if err["type"] == "missing":
+        return f"{loc}: missing key"
+    got = "" if err["type"] == "value_error" else f" (got {err.get('input')!r})"
+    return f"{loc or '(top level)'}: {msg}{got}"
+
+
+def check_params(p, where: str = "params.yaml") -> Params:
+    """Validate a loaded params mapping; :class:`KitError` naming every bad key."""
+    if not isinstance(p, dict):
+        raise KitError(f"{where}: expected a mapping at the top level")
+    try:
+        return Params.model_validate(p)
+    except ValidationError as e:
+        errors = [_message(x) for x in e.errors(include_url=False)]
+        if len(errors) == 1:
+            raise KitError(f"{where}: {errors[0]}") from None
+        lines = "\n".join(f"  - {x}" for x in errors)
+        raise KitError(f"{where}: {len(errors)} problems:\n{lines}") from None
 
 
 def load_params(path: str | os.PathLike) -> dict:
+    """The params file as a dict, after :func:`check_params`."""
     path = Path(path)
     try:
         with open(path, encoding="utf-8") as f:
@@ -34,89 +308,3 @@ def load_params(path: str | os.PathLike) -> dict:
         raise KitError(f"{path}: not valid YAML ({e})") from None
     check_params(p, str(path))
     return p
-
-
-def _need(p: dict, key: str, where: str, kind=None):
-    if not isinstance(p, dict) or key not in p:
-        raise KitError(f"{where}: missing key {key!r}")
-    v = p[key]
-    if kind is not None and not isinstance(v, kind):
-        raise KitError(f"{where}: {key!r} must be a {getattr(kind, '__name__', kind)}")
-    return v
-
-
-def _choice(value, choices, where: str):
-    if value not in choices:
-        raise KitError(f"{where}: {value!r} is not one of {', '.join(choices)}")
-    return value
-
-
-def check_params(p, where: str = "params.yaml") -> None:
-    if not isinstance(p, dict):
-        raise KitError(f"{where}: expected a mapping at the top level")
-    _choice(p.get("compat", "challenge2023"), COMPAT_MODES, f"{where}: compat")
-    data = _need(p, "data", where, dict)
-    _need(data, "meta", f"{where}: data", str)
-    split = _choice(data.get("split", "test"), SPLITS, f"{where}: data.split")
-    paths = _need(p, "paths", where, dict)
-    _need(paths, "outputs", f"{where}: paths", str)
-    models = _need(p, "models", where, dict)
-    for name, m in models.items():
-        w = f"{where}: models.{name}"
-        _choice(_need(m, "kind", w), MODEL_KINDS, f"{w}.kind")
-        src = _choice(_need(m, "source", w), MODEL_SOURCES, f"{w}.source")
-        if src == "tree":
-            _need(m, "tree", w, str)
-        if src == "imported":
-            dumps = _need(m, "dumps", w, list)
-            if not dumps or not all(isinstance(d, str) for d in dumps):
-                raise KitError(f"{w}.dumps: list the .pth dump file(s)")
-    if any(m.get("source") == "infer" for m in models.values()):
-        _check_infer(p, data, split, where)
-    props = p.get("propagation") or {}
-    for name, c in props.items():
-        w = f"{where}: propagation.{name}"
-        _choice(_need(c, "backend", w), BACKENDS, f"{w}.backend")
-        _need(c, "tree", w, str)
-        nodes = _need(c, "nodes", w, list)
-        for n in nodes:
-            if n not in models and n not in (p.get("fusion") or {}):
-                raise KitError(f"{w}.nodes: {n!r} is neither a model nor a fusion node")
-    fusion = p.get("fusion") or {}
-    for name, f in fusion.items():
-        w = f"{where}: fusion.{name}"
-        if name in models:
-            raise KitError(f"{w}: a fusion node cannot share its name with a model")
-        _choice(f.get("source", "compute"), FUSION_SOURCES, f"{w}.source")
-        members = _need(f, "members", w, list)
-        if not members:
-            raise KitError(f"{w}.members: list at least one member")
-        for m in members:
-            node, _, prop = str(m).partition("/")
-            if node not in models and node not in fusion:
-                raise KitError(f"{w}.members: {m!r}: {node!r} is neither a model nor a node")
-            if prop and (prop not in props or node not in props[prop]["nodes"]):
-                raise KitError(
-                    f"{w}.members: {m!r}: propagation {prop!r} does not list node {node!r}"
-                )
-        for key in ("pair_threshold", "odd_threshold"):
-            if key in f and (not isinstance(f[key], int) or f[key] < 1):
-                raise KitError(f"{w}.{key}: must be a positive integer")
-    sub = p.get("submission")
-    if sub is not None and _need(sub, "node", f"{where}: submission") not in fusion:
-        raise KitError(f"{where}: submission.node {sub['node']!r} is not a fusion node")
-
-
-def _check_infer(p: dict, data: dict, split: str, where: str) -> None:
-    """``source: infer`` needs the frames, the upstream code and, for the valid split,
-    the test meta (valid-only = valid minus test)."""
-    _need(data, "images", f"{where}: data", str)
-    inf = _need(p, "infer", where, dict)
-    _need(inf, "upstream", f"{where}: infer", str)
-    if "pretrained" in inf and not isinstance(inf["pretrained"], str):
-        raise KitError(f"{where}: infer.pretrained must be a folder")
-    c = inf.get("chunk_videos")
-    if c is not None and (not isinstance(c, int) or isinstance(c, bool) or c < 1):
-        raise KitError(f"{where}: infer.chunk_videos must be a positive integer")
-    if split == "valid":
-        _need(data, "test_meta", f"{where}: data (split valid: valid minus test videos)", str)

@@ -1,0 +1,90 @@
+"""Issue 11 case 3: params.yaml is checked by one strict schema at `dag` and `preflight`
+time: unknown keys, wrong types and values outside a fixed set are refused with the key
+path and what is allowed; model and backend names are checked against the registries."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rvos_kit import fusion, masktree, runner
+from rvos_kit import params as params_mod
+from rvos_kit.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = yaml.safe_load((REPO / "demo/params.yaml").read_text())
+
+
+def _write(tmp_path, p) -> str:
+    p = copy.deepcopy(p)
+    p["paths"]["lock"] = str(REPO / "checkpoints.lock")
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml.safe_dump(p, sort_keys=False))
+    return str(f)
+
+
+def _set(path: str, value):
+    def edit(p):
+        *parents, last = path.split(".")
+        d = p
+        for k in parents:
+            d = d[k]
+        d[last] = value
+
+    return edit
+
+
+CASES = [
+    # (edit, expected fragments of the one-line error)
+    (_set("fusion.en2.pair_treshold", 3),
+     ["fusion.en2.pair_treshold: unknown key", "pair_threshold"]),
+    (_set("fusion.en2.odd", "banana"), ["fusion.en2.odd", "'vote' or 'first'", "banana"]),
+    (_set("encoder", "fats"), ["encoder", "'pil' or 'fast'", "fats"]),
+    (_set("fusion.en2.pair_threshold", True), ["fusion.en2.pair_threshold", "integer"]),
+    (_set("fusion.en2.pair_threshold", "3"), ["fusion.en2.pair_threshold", "integer"]),
+    (_set("fusion.en2.pair_threshold", 0), ["fusion.en2.pair_threshold", "greater than"]),
+    (_set("propagation.aot", {"backend": "aot", "model": "swinl_deaot", "tree": "t",
+                              "nodes": ["soc"]}),
+     ["propagation.aot", "'swinl_deaot'", "swinl_aotl"]),
+    (_set("propagation.aot.backend", "aot2"), ["propagation.aot.backend", "'aot'", "'flow'"]),
+    (_set("propagation.aot.model", "raft"), ["propagation.aot", "flow takes no model"]),
+    (_set("models.soc.kind", "probabilities"), ["models.soc.kind", "logits"]),
+    (_set("models.sco", {"kind": "logits", "source": "infer"}),
+     ["models.sco", "referformer_ft"]),
+    (_set("device", "gpu"), ["device", "'cuda' or 'cpu'"]),
+    (_set("sample.videos", -1), ["sample.videos"]),
+    (_set("data.metaa", "x.json"), ["data.metaa: unknown key", "meta"]),
+    (_set("submission.node", "en3"), ["submission.node", "'en3'", "final"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("edit,want", CASES, ids=[c[1][0] for c in CASES])
+@pytest.mark.parametrize("verb", ["dag", "preflight"])
+def test_bad_params_are_refused_with_key_path(tmp_path, capsys, edit, want, verb):
+    p = copy.deepcopy(DEMO)
+    edit(p)
+    f = _write(tmp_path, p)
+    rc = main([verb, "--params", f, *(["--check"] if verb == "dag" else [])])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err
+    for w in want:
+        assert w in err, err
+
+
+def test_every_committed_params_file_passes(tmp_path):
+    for f in ("params.yaml", "demo/params.yaml", "audit/params.yaml"):
+        params_mod.load_params(REPO / f)
+
+
+def test_schema_enums_are_the_code_registries():
+    assert params_mod.PAIRINGS == fusion.PAIRINGS
+    assert params_mod.ODD_RULES == fusion.ODD_RULES
+    assert params_mod.ENCODERS == masktree.ENCODERS
+    assert params_mod.RUNNER_MODES == runner.MODES
+    from rvos_kit.sample import MODELS
+
+    assert params_mod.RVOS_MODELS == MODELS
