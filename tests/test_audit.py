@@ -210,7 +210,7 @@ def test_report_folder_guard_and_replace(tmp_path, capsys):
     (report / "img" / "stale.png").write_bytes(b"x")
     assert run_audit(tmp_path, meta_path, None, report, ["--sheets", "1"]) == 1
     assert sorted(p.name for p in (report / "img").iterdir()) == ["sheet-1-01-en2-vid001-1.png"]
-    assert not list(tmp_path.glob(".report*"))  # no staging folder left
+    assert [p.name for p in tmp_path.glob(".report*")] == [".report.rvos-kit"]  # no staging
 
 
 def test_bad_arguments(tmp_path, capsys):

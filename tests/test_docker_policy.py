@@ -376,6 +376,7 @@ NATIVE_ONLY = {
     "gdown": "fetch runs natively",
     "dvc": "the pipeline driver runs natively",
     "ruamel-yaml": "fetch --record runs natively (imported lazily)",
+    "pydantic": "params.yaml is validated natively (dag, preflight; imported lazily)",
 }
 
 
@@ -391,8 +392,9 @@ def test_image_locks_carry_the_kits_dependencies():
 
 def test_kit_imports_without_native_only_packages():
     """`rvos-kit --help` (every verb module) must import in an image, which has neither
-    gdown, dvc, ruamel.yaml nor deaotpy (uninext) -- the build runs it as a smoke test."""
-    blocked = ["gdown", "dvc", "ruamel", "aot"]
+    gdown, dvc, ruamel.yaml, pydantic nor deaotpy (uninext) -- the build runs it as a smoke
+    test."""
+    blocked = ["gdown", "dvc", "ruamel", "aot", "pydantic"]
     code = (
         "import sys, importlib.abc\n"
         "class B(importlib.abc.MetaPathFinder):\n"
@@ -432,6 +434,7 @@ UNINEXT_RUNTIME_MODULES = {
     "infer/upstream.py",
     "infer/mounts.py",
     "infer/wiring.py",
+    "staging.py",
 }
 
 

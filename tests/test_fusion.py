@@ -21,6 +21,7 @@ from rvos_kit.cli import main
 from rvos_kit.errors import KitError
 from rvos_kit.fusion import VoteRule, vote
 from rvos_kit.meta import parse_meta
+from rvos_kit.staging import MARK, mark_path
 
 
 # ------------------------------------------------------------- reference implementation
@@ -272,6 +273,7 @@ def test_bad_input_one_clear_error_nothing_written(tmp_path, capsys, damage, nee
     out = tmp_path / "out"
     (out / "old").mkdir(parents=True)
     (out / "old" / "keep.txt").write_text("previous result")
+    mark_path(out).write_text(MARK)  # a previous output of the kit
     if damage == "missing_png":
         (sources[2] / "vid001/1/00005.png").unlink()
     elif damage == "extra_png":
@@ -290,7 +292,7 @@ def test_bad_input_one_clear_error_nothing_written(tmp_path, capsys, damage, nee
     _run_expect_error(capsys, argv, *needles)
     # the previous output is untouched, nothing staged is left, inputs unchanged
     assert tree_bytes(out) == {"old/keep.txt": b"previous result"}
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == [".out.rvos-kit"]
     assert {i: tree_bytes(s) for i, s in enumerate(sources)} == before
 
 
@@ -327,7 +329,6 @@ def test_kill_during_vote_then_rerun_is_identical(tmp_path):
     clean = tmp_path / "clean"
     vote(sources, clean, parse_meta(meta_dict), progress=False)
     out = tmp_path / "out"
-    staging = tmp_path / ".out.partial"
     cmd = [
         sys.executable,
         "-m",
@@ -343,6 +344,7 @@ def test_kill_during_vote_then_rerun_is_identical(tmp_path):
     ]
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     deadline = time.time() + 60
+    staging = tmp_path / f".out.partial-{proc.pid}"  # per-run staging name
     while time.time() < deadline:
         if staging.exists() and sum(1 for _ in staging.rglob("*.png")) > 200:
             break

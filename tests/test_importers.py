@@ -22,6 +22,7 @@ from rvos_kit.cli import main
 from rvos_kit.errors import KitError
 from rvos_kit.importers import import_pth, odd_expressions
 from rvos_kit.meta import load_meta
+from rvos_kit.staging import MARK, mark_path
 
 
 def published_png(mask: np.ndarray) -> bytes:
@@ -141,10 +142,11 @@ def test_import_zip_meta_mismatch_leaves_previous_tree(tmp_path, tree, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "old").write_text("x")
+    mark_path(out).write_text(MARK)  # a previous output of the kit
     assert main(["import-zip", str(z), "--out", str(out), "--meta", str(meta)]) == 2
     assert "00005.png: missing" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["old"]
-    assert not (tmp_path / ".out.partial").exists()
+    assert not list(tmp_path.glob(".out.partial*"))
 
 
 def test_import_zip_not_an_annotations_archive(tmp_path):
@@ -236,7 +238,8 @@ def test_import_pth_probabilities_and_odd_sigmoid_tree(tmp_path):
     dump = make_dump(meta_d, "probabilities", seed=1, class_info="tensor")
     torch.save(dump, tmp_path / "vit.pth")
     out = tmp_path / "vit_huge"
-    (out / "Annotations_sigmoid_odd" / "stale").mkdir(parents=True)
+    import_pth([tmp_path / "vit.pth"], "probabilities", out, load_meta(meta))
+    (out / "Annotations_sigmoid_odd" / "stale").mkdir()  # replaced with the whole folder
     r = import_pth([tmp_path / "vit.pth"], "probabilities", out, load_meta(meta))
     assert r == {"videos": 3, "masks": 12, "odd": 2}
     check_tree_bytes(out / "Annotations", meta_d, expected_masks(dump, "probabilities"))
@@ -301,6 +304,7 @@ def test_import_pth_bad_dumps_are_clear_errors(tmp_path, capsys):
     out = tmp_path / "m"
     (out / "Annotations").mkdir(parents=True)
     (out / "Annotations" / "old").write_text("previous")
+    mark_path(out).write_text(MARK)  # a previous output of the kit
 
     def fails(dump, match):
         torch.save(dump, tmp_path / "d.pth")

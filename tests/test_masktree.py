@@ -84,12 +84,12 @@ def test_staged_tree_commits_or_leaves_old(tmp_path):
         with StagedTree(out) as s:
             (s.path / "b").write_text("2")
             raise KitError("boom")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.rvos-kit", "out"]  # the mark
     assert [p.name for p in out.iterdir()] == ["a"]
     with StagedTree(out) as s:
         (s.path / "c").write_text("3")
     assert [p.name for p in out.iterdir()] == ["c"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.rvos-kit", "out"]  # the mark
 
 
 def test_infer_meta_numeric_order(tmp_path):

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import multiprocessing as mp
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from . import pool
 from .argtypes import count, positive_int
 from .errors import KitError
 from .jsonfiles import read_json, write_json
@@ -366,11 +366,10 @@ def audit_stage(
                 stage.expressions.append(_audit_expression(job))
                 bar.update(len(job[2]))
         else:
-            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            with ctx.Pool(min(workers, len(jobs))) as pool:
-                for r in pool.imap(_audit_expression, jobs, chunksize=4):
-                    stage.expressions.append(r)
-                    bar.update(len(r.frames))
+            name = lambda j: f"expression {j[0]}/{j[1]}"  # noqa: E731
+            for r in pool.imap(_audit_expression, jobs, workers, name):
+                stage.expressions.append(r)
+                bar.update(len(r.frames))
     return stage
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import multiprocessing as mp
 import os
 import sys
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from . import pool
 from .argtypes import positive_int
 from .errors import KitError
 from .jsonfiles import write_json
@@ -349,11 +349,10 @@ def evaluate(
                 results.append(_eval_expression(job))
                 bar.update(len(job[2]))
         else:
-            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            with ctx.Pool(min(workers, len(jobs))) as pool:
-                for r in pool.imap(_eval_expression, jobs, chunksize=1):
-                    results.append(r)
-                    bar.update(len(r.frames))
+            name = lambda j: f"expression {j[0]}/{j[1]}"  # noqa: E731
+            for r in pool.imap(_eval_expression, jobs, workers, name):
+                results.append(r)
+                bar.update(len(r.frames))
     return EvalResult(tuple(results), ignored)
 
 

@@ -39,7 +39,6 @@ when every video succeeded, so a failed or killed run never leaves a half-writte
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from . import pool
 from .argtypes import positive_int
 from .errors import KitError
 from .masktree import (
@@ -258,11 +258,9 @@ def vote(
                     masks += _vote_video(job)
                     bar.update()
             else:
-                ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-                with ctx.Pool(min(workers, len(jobs))) as pool:
-                    for n in pool.imap_unordered(_vote_video, jobs):
-                        masks += n
-                        bar.update()
+                for n in pool.imap(_vote_video, jobs, workers, lambda j: f"video {j[0].name}"):
+                    masks += n
+                    bar.update()
         if masks != total:  # pragma: no cover - guards the grouping logic
             raise KitError(f"internal error: wrote {masks} masks, meta lists {total}")
     return VoteSummary(videos=len(meta), masks=masks)

@@ -427,10 +427,11 @@ def import_pth(dump_paths, kind: str, out_dir, meta: Meta, encoder: str = "pil")
     odd = odd_expressions(meta) if kind == "probabilities" else set()
 
     scores: dict[str, dict[str, list[float]]] = {}
-    ann = StagedTree(out_dir / "Annotations")
-    odd_tree = StagedTree(out_dir / "Annotations_sigmoid_odd") if kind == "probabilities" else None
     n_masks = 0
-    with ann, odd_tree or _Null():
+    # One unit: Annotations, Annotations_sigmoid_odd and scores.json appear together.
+    with StagedTree(out_dir) as model_dir:
+        ann_root = model_dir.path / "Annotations"
+        odd_root = model_dir.path / "Annotations_sigmoid_odd"
         bar = tqdm(
             total=sum(len(v.exp_ids) for v in meta),
             desc=f"import {kind}",
@@ -441,26 +442,13 @@ def import_pth(dump_paths, kind: str, out_dir, meta: Meta, encoder: str = "pil")
             for v in meta:
                 i = owner[v.name]
                 n_masks += write_videos(
-                    dumps[i], paths[i], [v], kind, ann.path,
-                    odd_tree.path if odd_tree else None, scores, encoder, release, bar,
+                    dumps[i], paths[i], [v], kind, ann_root,
+                    odd_root if kind == "probabilities" else None, scores, encoder, release, bar,
                 )  # fmt: skip
-        write_json(out_dir / "scores.json", scores)
-    if kind == "logits":
-        stale = out_dir / "Annotations_sigmoid_odd"
-        if stale.is_dir():
-            import shutil
-
-            shutil.rmtree(stale)
-            print(f"removed stale {stale} (only probability models have one)", file=sys.stderr)
+        if kind == "probabilities":
+            odd_root.mkdir(exist_ok=True)
+        write_json(model_dir.path / "scores.json", scores)
     return {"videos": len(meta), "masks": n_masks, "odd": len(odd)}
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def run_import_pth(args) -> int:

@@ -19,16 +19,16 @@ Writing
     pinned for that. ``encoder="fast"``: same pixels, different bytes, much faster.
 
     :func:`atomic_write_bytes` writes a temp file beside the target and renames it, so a
-    killed run never leaves a truncated PNG. :class:`StagedTree` builds a whole output
-    tree under a hidden staging folder and moves it into place only when the stage
-    succeeds, so an output root is either the previous complete tree or the new one.
+    killed run never leaves a truncated PNG. :class:`~rvos_kit.staging.StagedTree` builds a
+    whole output tree under a hidden staging folder and moves it into place only when the
+    stage succeeds, so an output root is either the previous complete tree or the new one
+    (and never a folder the kit did not create; see :mod:`rvos_kit.staging`).
 """
 
 from __future__ import annotations
 
 import io
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from .errors import KitError
 from .meta import Video
 from .pngcodec import ENCODERS as ENCODERS  # the codec, re-exported for its importers
 from .pngcodec import decode_values, encode_mask, png_header
+from .staging import StagedTree  # noqa: F401  (the tree-writing API lives in staging.py)
 
 FOREGROUND_RULES = ("255", "nonzero")
 
@@ -149,46 +150,3 @@ def copy_file_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Copy a file byte for byte, atomically at the destination."""
     with open(src, "rb") as f:
         atomic_write_bytes(dst, f.read())
-
-
-class StagedTree:
-    """Build an output tree in ``<parent>/.<name>.partial`` and move it to ``out_root``
-    only on success.
-
-    On an exception the staging folder is removed (unless ``resume``) and ``out_root``
-    is left as it was. A previous run killed with SIGKILL leaves a staging folder behind:
-    it is wiped at the next start, or reused when ``resume=True`` (long stages that skip
-    frames already written; every file in it was written atomically).
-    """
-
-    def __init__(self, out_root: str | os.PathLike, resume: bool = False):
-        self.out_root = Path(out_root)
-        self.resume = resume
-        self.path = self.out_root.parent / f".{self.out_root.name}.partial"
-
-    def __enter__(self) -> StagedTree:
-        self.out_root.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() and not self.resume:
-            shutil.rmtree(self.path)
-        self.path.mkdir(exist_ok=True)
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None:
-            if not self.resume or exc_type is KitError:
-                shutil.rmtree(self.path, ignore_errors=True)
-            return False
-        self.commit()
-        return False
-
-    def commit(self) -> None:
-        old = None
-        if self.out_root.exists() or self.out_root.is_symlink():
-            old = self.out_root.parent / f".{self.out_root.name}.old-{os.getpid()}"
-            os.replace(self.out_root, old)
-        os.replace(self.path, self.out_root)
-        if old is not None:
-            if old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old)
-            else:
-                old.unlink()

@@ -119,9 +119,9 @@ class Sample(Section):
     out: Path_
     seed: int = Field(0, ge=0)
     videos: int = Field(6, ge=1)
-    frames: int = Field(12, ge=1)
-    height: int = Field(96, ge=1)
-    width: int = Field(160, ge=1)
+    frames: int = Field(12, ge=2)
+    height: int = Field(96, ge=32)
+    width: int = Field(160, ge=32)
 
 
 class Model(Section):

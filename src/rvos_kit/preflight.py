@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import KitError
-from .params import load_params
 
 
 @dataclass
@@ -302,6 +301,8 @@ CHECKS: list[Check] = [
 
 def load_pipeline(params_path) -> Pipeline:
     from .dag import _Builder
+
+    from .params import load_params  # pydantic: preflight runs natively
 
     params_path = Path(params_path)
     p = load_params(params_path)

@@ -21,25 +21,26 @@ Resuming. The output is built in ``.<out>.partial`` beside ``<out>`` and moved i
 only when every expression is done. Every PNG is written atomically (temp file + rename),
 so an expression whose folder holds all its frames is complete. A run that is killed (or
 fails other than on bad input) keeps the staging folder and a record of its settings in
-``.<out>.partial.json``; the next run with the same inputs and settings skips the complete
-expressions and redoes the others (removing stray temp files). With different settings the
-staging folder is discarded and the run starts afresh. Bad input (a KitError) discards it.
+``.<out>.partial.json``: a content digest (:func:`resume_key`) of every input (the frames
+and masks meta lists, key frames, meta, the checkpoint's bytes, every setting). The next
+run skips the complete expressions only when every digest matches, and redoes the others
+(removing stray temp files); otherwise it discards the staging folder with a one-line
+notice naming what changed and starts afresh. Bad input (a KitError) discards it.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import multiprocessing as mp
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
+from .. import pool
 from ..argtypes import positive_int
+from ..digest import content_digest
 from ..errors import KitError
 from ..jsonfiles import read_json, write_json
 from ..keyframes import read_key_frames
@@ -52,7 +53,7 @@ from ..masktree import (
     write_mask,
 )
 from ..meta import Meta, Video, load_meta
-from .frames import VideoFrames, check_images
+from .frames import VideoFrames, check_images, frame_paths
 
 BACKENDS = ("aot", "deaot", "flow")
 PUBLISHED_SCALES = (0.8, 1.0, 1.2)
@@ -136,8 +137,25 @@ def _run_job(job):
 
 
 # ------------------------------------------------------------------------ the stage
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def resume_key(images, annotations, keyframes, meta, backend) -> dict[str, str]:
+    """Content digest of every input of a propagation, per input (see
+    :mod:`rvos_kit.digest`): the frames and masks meta lists, the key frames, meta, the
+    checkpoint's bytes and every setting. Partial work resumes only when all match."""
+    images, annotations = Path(images), Path(annotations)
+    meta_obj = meta if isinstance(meta, Meta) else load_meta(meta)
+    frames = {f"{v.name}/{f}": p for v in meta_obj for f, p in
+              zip(v.frames, frame_paths(images, v), strict=True)}  # fmt: skip
+    masks = {f"{v.name}/{e}/{f}": annotations / v.name / e / f"{f}.png"
+             for v in meta_obj for e in v.exp_ids for f in v.frames}  # fmt: skip
+    checkpoint = getattr(backend, "checkpoint", None)
+    return {
+        "images": content_digest(frames),
+        "annotations": content_digest(masks),
+        "keyframes": content_digest(Path(keyframes)),
+        "meta": content_digest(Path(meta) if not isinstance(meta, Meta) else repr(meta.videos)),
+        "checkpoint": content_digest(Path(checkpoint) if checkpoint else None),
+        "settings": content_digest(backend.settings()),
+    }
 
 
 def _remove_temp_files(staging: Path) -> None:
@@ -183,33 +201,29 @@ def propagate(
 
     staged = StagedTree(out, resume=True)
     record_path = staged.path.with_name(staged.path.name + ".json")
-    record = {
-        "stage": "propagate",
-        "images": str(images.resolve()),
-        "annotations": str(annotations.resolve()),
-        "keyframes": _sha256(keyframes),
-        "meta": _sha256(meta_path)
-        if meta_path is not None
-        else hashlib.sha256(repr(meta.videos).encode()).hexdigest(),
-        "backend": backend.settings(),
-    }
-    if staged.path.exists():
-        try:
-            previous = read_json(record_path, "resume record")
-        except KitError:
-            previous = None
-        if previous != record:
-            print(
-                f"note: {staged.path} is from a run with other inputs or settings; starting afresh",
-                file=sys.stderr,
-            )
-            shutil.rmtree(staged.path)
-    write_json(record_path, record, indent=1)
+    record = {"stage": "propagate", "inputs": resume_key(images, annotations, keyframes,
+                                                          meta_path or meta, backend)}  # fmt: skip
 
     total = sum(len(v.exp_ids) for v in meta)
     propagated = copied = written = resumed = 0
     try:
         with staged:
+            if any(staged.path.iterdir()):
+                try:
+                    previous = read_json(record_path, "resume record")
+                except KitError:
+                    previous = None
+                if previous != record:
+                    old = previous.get("inputs") if isinstance(previous, dict) else None
+                    old = old if isinstance(old, dict) else {}
+                    changed = [k for k, d in record["inputs"].items() if old.get(k) != d]
+                    print(
+                        f"note: discarding the partial output {staged.path} (made from other "
+                        f"{', '.join(changed) or 'inputs'}); starting afresh",
+                        file=sys.stderr,
+                    )
+                    staged.discard()
+            write_json(record_path, record, indent=1)
             _remove_temp_files(staged.path)
             jobs = []
             for v in meta:
@@ -244,13 +258,11 @@ def propagate(
                         p, c, n = _process_video(job, bar.update)
                         propagated, copied, written = propagated + p, copied + c, written + n
                 else:
-                    ctx = mp.get_context(
-                        "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-                    )
-                    with ctx.Pool(min(workers, len(full))) as pool:
-                        for (p, c, n), job in zip(pool.imap(_run_job, full), full, strict=True):
-                            propagated, copied, written = propagated + p, copied + c, written + n
-                            bar.update(len(job[3]))
+                    name = lambda j: f"video {j[2].name}"  # noqa: E731
+                    results = pool.imap(_run_job, full, workers, name)
+                    for (p, c, n), job in zip(results, full, strict=True):
+                        propagated, copied, written = propagated + p, copied + c, written + n
+                        bar.update(len(job[3]))
     except KitError:
         record_path.unlink(missing_ok=True)
         raise

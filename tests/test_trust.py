@@ -1,0 +1,311 @@
+"""Issue 11, "no silent wrong answers": each numbered case of the issue is a test here
+(cases 2 and 3 live in test_pipeline.py and test_params_schema.py). Real processes, real
+signals, real trees; small samples."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_meta_dict, make_tree, tree_bytes, write_meta
+from PIL import Image
+from test_importers import make_dump
+from test_propagate import MIXED, make_dataset, write_png
+
+from rvos_kit.cli import main
+from rvos_kit.fusion import VoteRule, vote
+from rvos_kit.importers import import_pth
+from rvos_kit.meta import load_meta
+from rvos_kit.propagate import propagate
+from rvos_kit.propagate.flow_backend import FlowBackend
+from rvos_kit.staging import mark_path
+
+BIN = Path(sys.executable).parent
+
+
+def _kit(*args, **kw) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "rvos-kit"), *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)  # fmt: skip
+
+
+@pytest.fixture
+def trees(tmp_path):
+    """Three source trees + meta (4 videos, odd and even expression counts)."""
+    meta_d = make_meta_dict([3, 2, 1, 4], n_frames=4)
+    meta = write_meta(tmp_path / "meta.json", meta_d)
+    srcs = [make_tree(tmp_path / f"s{i}", meta_d, seed=i, density=0.3) for i in range(3)]
+    return tmp_path, meta, srcs
+
+
+def _vote_args(srcs, out, meta, thr=3):
+    return ["vote", *map(str, srcs), "--out", str(out), "--meta", str(meta),
+            "--pair-threshold", str(thr), "--odd", "vote", "--odd-threshold", "2"]  # fmt: skip
+
+
+# ----------------------------------------------------------- case 1: stale resume
+def test_resume_is_keyed_by_content_not_by_path(tmp_path, capsys):
+    """Interrupt propagate, regenerate its input tree at the same path with other masks
+    (what a threshold change upstream does), run again: the partial work is discarded
+    with a notice and the output equals a clean run on the new input."""
+    make_dataset(tmp_path, MIXED)
+    args = (tmp_path / "JPEGImages", tmp_path / "Annotations", tmp_path / "key_frame.json",
+            tmp_path / "meta.json")  # fmt: skip
+
+    class Killed(FlowBackend):
+        calls = 0
+
+        def propagate(self, frames, k, ref, emit):
+            Killed.calls += 1
+            if Killed.calls == 3:
+                raise KeyboardInterrupt
+            super().propagate(frames, k, ref, emit)
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        propagate(*args, out, Killed(), progress=False)
+    assert (tmp_path / ".out.partial" / "v1" / "0").is_dir()  # v1/0 was complete
+    # the input tree changes content, not path: v1/0's key-frame mask moves
+    key = tmp_path / "Annotations" / "v1" / "0" / "00010.png"
+    m = np.zeros((48, 64), bool)
+    m[5:20, 30:60] = True
+    write_png(key, m)
+    capsys.readouterr()
+    s = propagate(*args, out, FlowBackend(), progress=False)
+    err = capsys.readouterr().err
+    assert s.resumed == 0
+    assert "discarding the partial output" in err and "annotations" in err
+    clean = tmp_path / "clean"
+    propagate(*args, clean, FlowBackend(), progress=False)
+    assert tree_bytes(out) == tree_bytes(clean)
+
+
+def test_resume_still_resumes_when_nothing_changed(tmp_path, capsys):
+    make_dataset(tmp_path, MIXED)
+    args = (tmp_path / "JPEGImages", tmp_path / "Annotations", tmp_path / "key_frame.json",
+            tmp_path / "meta.json")  # fmt: skip
+
+    class Killed(FlowBackend):
+        calls = 0
+
+        def propagate(self, frames, k, ref, emit):
+            Killed.calls += 1
+            if Killed.calls == 3:
+                raise KeyboardInterrupt
+            super().propagate(frames, k, ref, emit)
+
+    with pytest.raises(KeyboardInterrupt):
+        propagate(*args, tmp_path / "out", Killed(), progress=False)
+    s = propagate(*args, tmp_path / "out", FlowBackend(), progress=False)
+    assert s.resumed == 3 and "discarding" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------ case 4: --out deletes user files
+def _user_folder(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "thesis.tex").write_text("\\documentclass{article}")
+    return path
+
+
+def test_out_never_replaces_a_folder_the_kit_did_not_create(trees, capsys):
+    tmp, meta, srcs = trees
+    cases = {
+        "vote": lambda out: _vote_args(srcs, out, meta),
+        "make-sample": lambda out: ["make-sample", "--out", str(out), "--videos", "2",
+                                    "--frames", "3", "--height", "32", "--width", "48"],
+        "propagate": lambda out: ["propagate", "--images", str(tmp / "p/JPEGImages"),
+                                  "--annotations", str(tmp / "p/Annotations"),
+                                  "--keyframes", str(tmp / "p/key_frame.json"),
+                                  "--meta", str(tmp / "p/meta.json"), "--out", str(out),
+                                  "--backend", "flow"],
+    }  # fmt: skip
+    make_dataset(tmp / "p", MIXED)
+    for verb, argv in cases.items():
+        out = _user_folder(tmp / f"mine-{verb}")
+        capsys.readouterr()
+        assert main(argv(out)) == 2, verb
+        err = capsys.readouterr().err
+        assert "was not written by rvos-kit" in err and str(out) in err, err
+        assert (out / "thesis.tex").read_text() == "\\documentclass{article}"
+        assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
+        # a folder the kit wrote is replaced; an empty folder is fine too
+        fresh = tmp / f"kit-{verb}"
+        fresh.mkdir()
+        assert main(argv(fresh)) == 0, capsys.readouterr().err
+        assert mark_path(fresh).is_file()
+        assert main(argv(fresh)) == 0, capsys.readouterr().err
+    # import-pth: a model folder
+    meta_d = make_meta_dict([2, 1], n_frames=2)
+    m = write_meta(tmp / "m.json", meta_d)
+    torch.save(make_dump(meta_d, "logits"), tmp / "soc.pth")
+    out = _user_folder(tmp / "mine-import")
+    assert main(["import-pth", str(tmp / "soc.pth"), "--kind", "logits", "--out", str(out),
+                 "--meta", str(m)]) == 2  # fmt: skip
+    assert "was not written by rvos-kit" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
+
+
+def test_out_dot_is_refused_cleanly(trees, capsys, monkeypatch):
+    tmp, meta, srcs = trees
+    work = tmp / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for out in (".", str(work), ".."):
+        assert main(_vote_args(srcs, out, meta)) == 2
+        err = capsys.readouterr().err
+        assert ("current folder" in err or "overlaps" in err) and "Traceback" not in err
+    assert sorted(os.listdir(work)) == [] and not list(tmp.glob(".*partial*"))
+
+
+def test_stray_file_or_symlink_at_out_or_staging_is_a_clean_error(trees, capsys):
+    tmp, meta, srcs = trees
+    (tmp / "afile").write_text("x")
+    assert main(_vote_args(srcs, tmp / "afile", meta)) == 2
+    assert "not a folder" in capsys.readouterr().err
+    # a planted staging symlink of a killed run's name is removed, never followed
+    victim = _user_folder(tmp / "victim")
+    (tmp / ".out.partial-1").symlink_to(victim)
+    assert main(_vote_args(srcs, tmp / "out", meta)) == 0, capsys.readouterr().err
+    assert (victim / "thesis.tex").is_file() and not (tmp / ".out.partial-1").exists()
+
+
+# ---------------------------------------------------- case 5: concurrent runs, one out
+def test_second_run_on_the_same_out_fails_at_once(trees):
+    tmp, meta, srcs = trees
+    out = tmp / "out"
+    fd = os.open(mark_path(out), os.O_RDWR | os.O_CREAT)  # a live run holds the lock
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        t0 = time.monotonic()
+        p = _kit(*_vote_args(srcs, out, meta)[0:])
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 2 and time.monotonic() - t0 < 30
+        assert "another rvos-kit run is writing this output" in err, err
+        assert not out.exists() and not list(tmp.glob(".out.partial*"))
+    finally:
+        os.close(fd)
+
+
+def test_two_concurrent_votes_never_mix(trees):
+    """Started together with different thresholds: one wins (or both run one after the
+    other); the committed tree is always exactly one run's tree."""
+    tmp, meta, srcs = trees
+    want = {}
+    for thr in (2, 5):
+        vote(srcs, tmp / f"ref{thr}", load_meta(meta),
+             VoteRule(pair_threshold=thr, odd="vote", odd_threshold=2), progress=False)  # fmt: skip
+        want[thr] = tree_bytes(tmp / f"ref{thr}")
+    assert want[2] != want[5]
+    for attempt in range(2):
+        out = tmp / f"out{attempt}"
+        ps = [_kit(*_vote_args(srcs, out, meta, thr), "--workers", "2") for thr in (2, 5)]
+        results = [(p.wait(timeout=120), p.stderr.read()) for p in ps]
+        codes = sorted(rc for rc, _ in results)
+        assert codes in ([0, 0], [0, 2]), results
+        for rc, err in results:
+            if rc == 2:
+                assert "another rvos-kit run is writing this output" in err
+        assert tree_bytes(out) in (want[2], want[5])
+
+
+# ------------------------------------- case 10: a model folder is committed as one unit
+def test_import_pth_commits_masks_and_scores_together(tmp_path, monkeypatch):
+    meta_d = make_meta_dict([2, 1], n_frames=2)
+    meta = load_meta(write_meta(tmp_path / "m.json", meta_d))
+    for seed in (0, 1):
+        torch.save(make_dump(meta_d, "probabilities", seed=seed), tmp_path / f"d{seed}.pth")
+    out = tmp_path / "vit_huge"
+    import_pth([tmp_path / "d0.pth"], "probabilities", out, meta)
+    before = tree_bytes(out)
+    real = os.replace
+
+    def killed_at_first_commit(src, dst, *a, **k):  # a kill while the output is swapped in
+        if ".partial" in Path(src).name:
+            raise KeyboardInterrupt
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", killed_at_first_commit)
+    with pytest.raises(KeyboardInterrupt):
+        import_pth([tmp_path / "d1.pth"], "probabilities", out, meta)
+    monkeypatch.setattr(os, "replace", real)
+    # never new scores beside old masks: the old folder whole (or, while swapping, none)
+    assert not out.exists() or tree_bytes(out) == before
+    import_pth([tmp_path / "d1.pth"], "probabilities", out, meta)
+    assert tree_bytes(out) != before
+
+
+# -------------------------------------------------------------- helpers used above
+def test_mark_is_beside_not_inside(trees):
+    tmp, meta, srcs = trees
+    assert main(_vote_args(srcs, tmp / "out", meta)) == 0
+    assert not [p for p in (tmp / "out").iterdir() if p.name.startswith(".")]
+    assert mark_path(tmp / "out") == tmp / ".out.rvos-kit"
+
+
+_ = (signal, Image)
+
+
+# ------------------------------------------------------------ case 6: killed workers
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def _busy_vote(tmp_path):
+    meta_d = make_meta_dict([2] * 12, n_frames=10)
+    meta = write_meta(tmp_path / "meta.json", meta_d)
+    srcs = [make_tree(tmp_path / f"s{i}", meta_d, seed=i, size=(96, 128), density=0.3)
+            for i in range(3)]  # fmt: skip
+    return [*_vote_args(srcs, tmp_path / "out", meta), "--workers", "2"]
+
+
+def _wait_children(pid, n=1, timeout=60.0) -> list[int]:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        kids = _children(pid)
+        if len(kids) >= n:
+            return kids
+        time.sleep(0.02)
+    raise AssertionError("no worker processes appeared")
+
+
+def test_a_killed_worker_fails_the_stage_naming_the_video(tmp_path):
+    p = _kit(*_busy_vote(tmp_path))
+    try:
+        kids = _wait_children(p.pid)
+        time.sleep(0.2)
+        os.kill(kids[0], signal.SIGKILL)  # what the OOM killer does
+        _, err = p.communicate(timeout=60)  # main hangs here forever
+    finally:
+        p.kill()
+    assert p.returncode == 2, err
+    assert "killed by SIGKILL" in err and "video vid0" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial*"))
+
+
+def test_workers_die_with_their_parent(tmp_path):
+    p = _kit(*_busy_vote(tmp_path))
+    kids = _wait_children(p.pid, 2)
+    p.kill()  # SIGKILL: no cleanup code runs in the parent
+    p.wait()
+    t0 = time.monotonic()
+    while any(Path(f"/proc/{k}").exists() and "zombie" not in _state(k) for k in kids):
+        assert time.monotonic() - t0 < 5, "workers still running after their parent died"
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (FileNotFoundError, IndexError):
+        return "zombie"
