@@ -80,16 +80,25 @@ class OutputLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
             raise KitError(f"{self.path}: expected the kit's lock file; remove it")
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise KitError(
+                    f"{self.flag} {self.out_root}: another rvos-kit run is writing this "
+                    f"output right now (it holds {self.path.name}); wait for it to finish "
+                    "or stop it"
+                ) from None
+            try:  # the file we locked may have been removed by a run that just failed
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fd = fd
+                return
             os.close(fd)
-            raise KitError(
-                f"{self.flag} {self.out_root}: another rvos-kit run is writing this output "
-                f"right now (it holds {self.path.name}); wait for it to finish or stop it"
-            ) from None
-        self.fd = fd
 
     def mark(self) -> None:
         """Record that the kit wrote the folder (before it is renamed into place)."""
@@ -98,7 +107,10 @@ class OutputLock:
         os.pwrite(self.fd, MARK.encode(), 0)
 
     def release(self) -> None:
+        """Unlock; a lock file that marks nothing (no output committed) is removed."""
         if self.fd is not None:
+            if os.fstat(self.fd).st_size == 0 and not self.out_root.exists():
+                self.path.unlink(missing_ok=True)
             os.close(self.fd)
             self.fd = None
 
