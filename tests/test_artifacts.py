@@ -26,12 +26,14 @@ class FileServer:
 
     ``truncate[path] = n``: announce the full Content-Length, send n bytes, close.
     ``no_range``: paths answered with 200 + the whole body even to a Range request.
-    ``redirects[path] = (location, headers)``: 302 with extra headers (Hugging Face)."""
+    ``redirects[path] = (location, headers)``: 302 with extra headers (Hugging Face).
+    ``no_validator``: paths served without ETag / Last-Modified, Range honoured blindly."""
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
         self.truncate: dict[str, int] = {}
         self.no_range: set[str] = set()
+        self.no_validator: set[str] = set()
         self.redirects: dict[str, tuple[str, dict]] = {}
         self.requests: list[tuple[str, dict]] = []
         server = self
@@ -56,10 +58,16 @@ class FileServer:
                     self.send_error(404)
                     return
                 etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+                if self.path in server.no_validator:
+                    etag = None
                 start = 0
                 rng = self.headers.get("Range")
                 if_range = self.headers.get("If-Range")
-                if rng and self.path not in server.no_range and if_range in (None, etag):
+                if (
+                    rng
+                    and self.path not in server.no_range
+                    and (if_range in (None, etag) or etag is None)
+                ):
                     start = int(re.fullmatch(r"bytes=(\d+)-", rng)[1])
                     if start >= len(data):
                         self.send_response(416)
@@ -74,7 +82,8 @@ class FileServer:
                 body = data[start:]
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("ETag", etag)
+                if etag is not None:
+                    self.send_header("ETag", etag)
                 self.end_headers()
                 n = server.truncate.get(self.path)
                 self.wfile.write(body if n is None else body[: max(0, n - start)])
@@ -349,8 +358,8 @@ def test_record_fills_lock_keeps_comments_and_then_guards(tmp_path, server, caps
     lock = write_lock(tmp_path, entry("w", "url", "w.pth", url=f"{server.url}/w.pth"))
     before = lock.read_text()
 
-    # plain fetch: placed, loudly unverified, lock untouched
-    assert fetch(lock) == 0
+    # plain fetch: placed, loudly unverified (exit 1: exit 0 means verified), lock untouched
+    assert fetch(lock) == 1
     assert "UNVERIFIED" in capsys.readouterr().out
     assert lock.read_text() == before
 
@@ -499,7 +508,7 @@ def test_verify_exit_codes(tmp_path, capsys):
     assert verify(lock, "--strict") == 1
     (d / "a.bin").write_bytes(a)
     (d / "b.bin").write_bytes(b)
-    assert verify(lock) == 0
+    assert verify(lock) == 1  # b is present but nothing verifies it
     out = capsys.readouterr().out
     assert "unrecorded b: sha256 " + sha(b) in out
     assert verify(lock, "--strict") == 1  # b has no recorded hash

@@ -204,8 +204,9 @@ def test_fast_encoder_same_pixels_different_bytes(tmp_path):
 
 
 def test_foreground_rules_on_other_producers(tmp_path):
-    """Value 128 is background under the published rule, object under 'nonzero'; palette
-    PNGs are read through PIL's convert('P') like the published scripts."""
+    """Value 128 is background under the published rule, object under 'nonzero'; a
+    palette PNG is refused under the published rule (defined for 8-bit grey only) and
+    read by index under 'nonzero' (DAVIS style: index 1 = the object)."""
     meta_dict = make_meta_dict([1], n_frames=1)
     meta = parse_meta(meta_dict)
     d = tmp_path / "src" / "vid000" / "0"
@@ -231,15 +232,17 @@ def test_foreground_rules_on_other_producers(tmp_path):
     a = np.array(Image.open(tmp_path / "a/vid000/0/00000.png"))
     b = np.array(Image.open(tmp_path / "b/vid000/0/00000.png"))
     assert a.sum() == 6 * 255 and b.sum() == 9 * 255
-    # palette image: index 255 is the object whatever its colour
-    pal = Image.fromarray(np.where(arr == 255, 255, 1).astype(np.uint8), "P")
-    pal.putpalette([0, 0, 0] * 255 + [200, 0, 0])
+    pal = Image.fromarray(np.where(arr == 255, 1, 0).astype(np.uint8), "P")
+    pal.putpalette([0, 0, 0, 200, 0, 0])
     pal.save(d / "00000.png")
+    with pytest.raises(KitError, match=r"00000.png: .*mode P.*--foreground nonzero"):
+        vote([tmp_path / "src"], tmp_path / "c", meta,
+             VoteRule(pair_threshold=1, odd_threshold=1), progress=False)  # fmt: skip
     vote(
         [tmp_path / "src"],
         tmp_path / "c",
         meta,
-        VoteRule(pair_threshold=1, odd_threshold=1),
+        VoteRule(pair_threshold=1, odd_threshold=1, foreground="nonzero"),
         progress=False,
     )
     c = np.array(Image.open(tmp_path / "c/vid000/0/00000.png"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -42,9 +43,12 @@ def test_decode_equals_published_reader_for_all_values(tmp_path):
     assert np.array_equal(read_mask(p), want) and want.sum() == 1
     assert np.array_equal(read_mask(p, "nonzero"), arr != 0)
     assert png_size(p) == (16, 16)
-    for mode in ("RGB", "1", "LA"):
+    Image.fromarray(arr, "L").convert("1").save(p)  # bilevel: convert('P') gives 0/255
+    assert np.array_equal(read_mask(p), np.array(Image.open(p).convert("P")) == 255)
+    for mode in ("RGB", "LA", "RGBA", "P", "I;16"):  # the published rule misreads these
         Image.fromarray(arr, "L").convert(mode).save(p)
-        assert np.array_equal(read_mask(p), np.array(Image.open(p).convert("P")) == 255)
+        with pytest.raises(KitError, match=f"m.png: mask PNG is PIL mode {re.escape(mode)}"):
+            read_mask(p)
 
 
 def test_bad_png_named(tmp_path):

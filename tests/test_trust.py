@@ -249,9 +249,6 @@ def test_mark_is_beside_not_inside(trees):
     assert mark_path(tmp / "out") == tmp / ".out.rvos-kit"
 
 
-_ = (signal, Image)
-
-
 # ------------------------------------------------------------ case 6: killed workers
 def _children(pid: int) -> list[int]:
     try:
@@ -309,3 +306,227 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
     except (FileNotFoundError, IndexError):
         return "zombie"
+
+
+# ------------------------------------------------------------------ case 7: downloads
+@pytest.fixture
+def http(tmp_path):
+    from test_artifacts import FileServer
+
+    s = FileServer()
+    yield s
+    s.close()
+
+
+def _fetch(lock, *args):
+    return main(["fetch", "--lock", str(lock), "--dest", str(lock.parent / "dest"), *args])
+
+
+def test_no_validator_no_resume_so_no_splice_and_record_pins_the_real_file(tmp_path, http,
+                                                                          capsys):  # fmt: skip
+    from test_artifacts import entry, payload, sha, write_lock
+
+    v1, v2 = payload(300_000, 1), payload(300_000, 2)
+    http.files["/w.pth"], http.truncate["/w.pth"] = v1, 100_000
+    http.no_validator.add("/w.pth")
+    lock = write_lock(tmp_path, entry("w", "url", "w.pth", url=f"{http.url}/w.pth"))
+    assert _fetch(lock, "--record") == 1  # the transfer breaks
+    http.files["/w.pth"] = v2  # the file changes on the server between the tries
+    del http.truncate["/w.pth"]
+    assert _fetch(lock, "--record") == 0
+    assert "Range" not in http.requests[-1][1]  # started over
+    assert (tmp_path / "dest/w.pth").read_bytes() == v2
+    import yaml
+
+    assert yaml.safe_load(lock.read_text())["artifacts"][0]["sha256"] == sha(v2)
+    # the same without --record: still no splice
+    (tmp_path / "dest/w.pth").unlink()
+    http.files["/w.pth"], http.truncate["/w.pth"] = v1, 100_000
+    assert _fetch(lock) == 1
+    http.files["/w.pth"] = v2
+    del http.truncate["/w.pth"]
+    assert _fetch(lock) == 0 and "Range" not in http.requests[-1][1]
+    assert "no validator" in capsys.readouterr().err
+
+
+def test_record_never_pins_a_resumed_download(tmp_path, http):
+    from test_artifacts import entry, payload, sha, write_lock
+
+    data = payload(300_000, 3)
+    http.files["/w.pth"], http.truncate["/w.pth"] = data, 100_000  # a strong ETag
+    lock = write_lock(tmp_path, entry("w", "url", "w.pth", url=f"{http.url}/w.pth"))
+    assert _fetch(lock) == 1
+    del http.truncate["/w.pth"]
+    assert _fetch(lock, "--record") == 0
+    assert "Range" not in http.requests[-1][1]  # --record: one uninterrupted transfer
+    import yaml
+
+    assert yaml.safe_load(lock.read_text())["artifacts"][0]["sha256"] == sha(data)
+
+
+def test_unpinned_entries_make_fetch_and_verify_exit_nonzero(tmp_path, http, capsys):
+    from test_artifacts import entry, write_lock
+
+    http.files["/w.pth"] = b"weights"
+    lock = write_lock(tmp_path, entry("w", "url", "w.pth", url=f"{http.url}/w.pth"))
+    assert _fetch(lock) == 1
+    assert "UNVERIFIED" in capsys.readouterr().out
+    assert _fetch(lock) == 1  # present, still unpinned
+    assert main(["verify", "--lock", str(lock), "--dest", str(tmp_path / "dest")]) == 1
+    assert _fetch(lock, "--record") == 0
+    assert main(["verify", "--lock", str(lock), "--dest", str(tmp_path / "dest")]) == 0
+
+
+# ------------------------------------------------------------------- case 8: zip bomb
+def _bomb(path: Path, meta_d, inflate_to: int) -> Path:
+    """A real zip whose PNG entries (a valid 32x24 header, then zeros) inflate to
+    ``inflate_to`` bytes each; written streaming, so the test never holds it in memory."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    Image.new("L", (32, 24)).save(buf, "PNG")
+    head = buf.getvalue()[:33]
+    zero = bytes(1 << 20)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for vid, entry in meta_d["videos"].items():
+            for e in entry["expressions"]:
+                for f in entry["frames"]:
+                    with zf.open(f"Annotations/{vid}/{e}/{f}.png", "w", force_zip64=True) as w:
+                        w.write(head)
+                        left = inflate_to - len(head)
+                        while left > 0:
+                            w.write(zero[: min(left, len(zero))])
+                            left -= len(zero)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bomb")
+    meta_d = make_meta_dict([2, 2], n_frames=2)  # 8 PNG entries
+    meta = write_meta(d / "meta.json", meta_d)
+    return _bomb(d / "bomb.zip", meta_d, 12 << 20), meta  # 8 x 12 MB = 96 MB inflated
+
+
+@pytest.mark.parametrize("with_meta", [False, True])
+def test_zip_bomb_is_refused_reading_little(tmp_path, capsys, with_meta, bomb):
+    z, meta = bomb
+    assert z.stat().st_size < 1 << 20
+    argv = ["import-zip", str(z), "--out", str(tmp_path / "out")]
+    assert main(argv + (["--meta", str(meta)] if with_meta else [])) == 2
+    err = capsys.readouterr().err
+    assert "zip bomb guard" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial*"))
+
+
+# ------------------------------------------- case 9: masks that are not 8-bit grey
+def _non_grey_tree(root: Path, meta_d, kind: str) -> Path:
+    """The tree make_tree writes, re-saved as white RGB / RGBA or a DAVIS-style palette
+    (index 1 = object)."""
+    make_tree(root, meta_d, seed=5, density=0.3)
+    for p in root.rglob("*.png"):
+        m = np.asarray(Image.open(p)) == 255
+        if kind == "P":
+            im = Image.fromarray(m.astype(np.uint8), "P")
+            im.putpalette([0, 0, 0, 255, 0, 0])
+        else:
+            im = Image.fromarray(m.astype(np.uint8) * 255, "L").convert(kind)
+        im.save(p)
+    return root
+
+
+@pytest.mark.parametrize("kind", ["RGB", "RGBA", "P"])
+def test_non_grey_masks_are_refused_naming_file_mode_and_flag(tmp_path, capsys, kind):
+    meta_d = make_meta_dict([2, 1], n_frames=2)
+    meta = write_meta(tmp_path / "meta.json", meta_d)
+    grey = make_tree(tmp_path / "grey", meta_d, seed=5, density=0.3)
+    odd = _non_grey_tree(tmp_path / "odd", meta_d, kind)
+    runs = {
+        "vote": ["vote", str(odd), "--out", str(tmp_path / "v"), "--meta", str(meta),
+                 "--pairing", "none", "--pair-threshold", "1", "--odd", "vote",
+                 "--odd-threshold", "1"],
+        "evaluate": ["evaluate", "--gt", str(grey), "--pred", str(odd), "--meta", str(meta),
+                     "--workers", "1"],
+        "audit": ["audit", "--ours", str(grey), "--theirs", str(odd), "--name", "x",
+                  "--meta", str(meta), "--workers", "1"],
+    }  # fmt: skip
+    for verb, argv in runs.items():
+        capsys.readouterr()
+        assert main(argv) != 0, verb
+        text = "".join(capsys.readouterr())
+        assert f"mode {kind}" in text and "--foreground nonzero" in text, (verb, text)
+        assert ".png" in text and "Traceback" not in text
+        # accepted with the flag (audit: pixel-identical, bytes differ, so exit 1)
+        rc = main([*argv, "--foreground", "nonzero"])
+        text = "".join(capsys.readouterr())
+        assert rc == (1 if verb == "audit" else 0) and "not 8-bit grey" not in text, text
+    # read as nonzero, the masks are exactly the grey tree's: vote of one source = copy
+    assert tree_bytes(tmp_path / "v") == tree_bytes(grey)
+
+
+# ------------------------------------------------------------ case 10: smaller items
+def test_audit_of_two_empty_trees_is_not_identical(tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert main(["audit", "--ours", str(tmp_path / "a"), "--theirs", str(tmp_path / "b"),
+                 "--name", "x", "--workers", "1"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "no frame was compared" in err and "IDENTICAL" not in err
+
+
+def test_vote_on_an_empty_folder_names_the_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["vote", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "empty: mask tree holds no video folders" in err and "threshold" not in err
+
+
+def test_empty_meta_is_refused(trees, capsys):
+    tmp, _, srcs = trees
+    empty = write_meta(tmp / "empty.json", {"videos": {}})
+    assert main(_vote_args(srcs, tmp / "o", empty)) == 2
+    assert "lists no video" in capsys.readouterr().err
+    assert main(["pack", str(srcs[0]), "--out", str(tmp / "s.zip"), "--meta", str(empty)]) == 2
+    assert not (tmp / "o").exists() and not (tmp / "s.zip").exists()
+
+
+def test_vote_without_meta_refuses_trees_that_disagree(trees, capsys):
+    tmp, meta, srcs = trees
+    import shutil
+
+    shutil.rmtree(srcs[0] / "vid002")  # the first source lacks a video the others hold
+    argv = ["vote", *map(str, srcs), "--out", str(tmp / "o"), "--pair-threshold", "3"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "vid002" in err and "--meta" in err and not (tmp / "o").exists()
+
+
+def test_pack_removes_temp_zips_of_killed_runs(trees):
+    tmp, meta, srcs = trees
+    stale = tmp / ".s.zip.tmp-99999"  # what a SIGKILLed pack leaves
+    stale.write_bytes(b"\0" * 1000)
+    assert main(["pack", str(srcs[0]), "--out", str(tmp / "s.zip"), "--meta", str(meta)]) == 0
+    assert not stale.exists() and sorted(p.name for p in tmp.glob(".s.zip*")) == []
+
+
+def test_a_folder_named_like_a_png_is_a_clean_error(trees, capsys):
+    tmp, meta, srcs = trees
+    p = srcs[1] / "vid000" / "0" / "00005.png"
+    p.unlink()
+    p.mkdir()
+    pack = ["pack", str(srcs[1]), "--out", str(tmp / "s.zip"), "--meta", str(meta)]
+    for argv in (_vote_args(srcs, tmp / "o", meta), pack):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "00005.png: a folder where a mask PNG should be" in err and "Traceback" not in err
+
+
+def test_verify_into_a_closed_pipe_is_quiet(tmp_path):
+    lock = Path(__file__).resolve().parents[1] / "checkpoints.lock"
+    argv = [str(BIN / "rvos-kit"), "verify", "--lock", str(lock), "--dest", str(tmp_path)]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # `| head -0`: the reader is gone before the first line
+    err = p.stderr.read().decode()
+    p.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

@@ -14,11 +14,14 @@ fetch
     destination (``.<name>.part``); its size and sha256 are checked against the lock and
     only then is it renamed into place. A mismatch deletes the temp file and leaves any
     existing file untouched. An interrupted plain-HTTP download keeps its temp file and
-    the next fetch continues it with a ``Range`` request (``If-Range`` guards against a
-    file that changed meanwhile). Google-Drive ids go through gdown; Hugging Face files
+    the next fetch continues it with a ``Range`` request, only when the server gave a
+    strong validator (``If-Range`` then guards against a file that changed meanwhile);
+    without one it starts over. Google-Drive ids go through gdown; Hugging Face files
     through their ``resolve`` URL. A null sha256 in the lock means the bytes are not
     pinned yet: ``--record`` writes the hashes (and the Hugging Face commit) of first
-    downloads into the lock, trust on first use, said loudly.
+    downloads into the lock, trust on first use, said loudly, and never of a resumed
+    download. Without ``--record``, an artifact the lock has no sha256 for is UNVERIFIED
+    and fetch exits 1.
 
     Endpoints can be redirected (tests, mirrors): ``--gdrive-endpoint`` /
     ``RVOS_KIT_GDRIVE_ENDPOINT`` (default ``https://drive.google.com``) and
@@ -26,8 +29,9 @@ fetch
     ``https://huggingface.co``).
 verify
     Hash every present artifact and compare with checkpoints.lock: ok / MISMATCH /
-    missing / unrecorded per artifact; exit 1 on any mismatch (with ``--strict`` also on
-    missing or unrecorded ones). Selection as for fetch.
+    missing / unrecorded per artifact; exit 1 on any mismatch and on any present
+    unrecorded (unpinned) artifact (with ``--strict`` also on missing ones). Selection as
+    for fetch.
 """
 
 from __future__ import annotations
@@ -401,11 +405,13 @@ def _discard(part: Path) -> None:
 
 
 def http_download(
-    url: str, part: Path, expected_size: int | None = None, desc: str = ""
+    url: str, part: Path, expected_size: int | None = None, desc: str = "", resume: bool = True
 ) -> dict[str, str]:
     """Download ``url`` into ``part``, continuing an earlier partial ``part`` of the same
-    URL with a Range request when the server allows. Returns the response headers
-    (lower-cased names, every redirect hop merged, first value wins).
+    URL with a Range request guarded by ``If-Range`` -- only when the server gave a strong
+    validator (a strong ETag or Last-Modified) for it; otherwise, or with
+    ``resume=False``, the partial file is discarded and the download starts over. Returns
+    the response headers (lower-cased names, every redirect hop merged, first value wins).
 
     Raises :class:`DownloadFailed`; ``keep=True`` when ``part`` holds a resumable prefix."""
     state_path = _state_path(part)
@@ -419,6 +425,15 @@ def http_download(
             offset, validator = part.stat().st_size, state.get("validator")
         else:  # a partial file of unknown origin: never splice onto it
             _discard(part)
+        if offset and not (resume and validator):
+            why = "--record pins one uninterrupted transfer" if not resume else (
+                "the server gave no validator (ETag / Last-Modified), so a changed file "
+                "would be spliced from two versions"
+            )  # fmt: skip
+            print(f"{desc}: not resuming the partial download ({why}); starting over",
+                  file=sys.stderr)  # fmt: skip
+            _discard(part)
+            offset, validator = 0, None
     if expected_size is not None and offset > expected_size:
         _discard(part)
         offset, validator = 0, None
@@ -576,7 +591,7 @@ class Outcome:
 
     @property
     def bad(self) -> bool:
-        return self.status in ("missing", "mismatch", "failed")
+        return self.status in ("missing", "mismatch", "failed", "unpinned")
 
 
 def part_path(dest_file: Path, kind: str = "part") -> Path:
@@ -622,7 +637,11 @@ def fetch_one(a: Artifact, dest: Path, record: bool, gdrive_ep=None, hf_ep=None)
             )
         if record:
             return Outcome("unrecorded", "present", {"sha256": sha, "size": size})
-        return Outcome("unrecorded", f"present, sha256 {sha} not recorded (use --record)")
+        return Outcome(
+            "unpinned",
+            f"present but UNVERIFIED: the lock has no sha256 (this file's is {sha}); pin it "
+            f"with `rvos-kit fetch {a.name} --record` (trust on first use)",
+        )
     if target.exists():
         return Outcome("failed", f"{target} exists and is not a file")
 
@@ -639,11 +658,18 @@ def fetch_one(a: Artifact, dest: Path, record: bool, gdrive_ep=None, hf_ep=None)
     tmp = part_path(target, "download" if a.source == "gdrive" else "part")
     print(f"{a.name}: {url} -> {target}", file=sys.stderr)
     info: dict[str, str] = {}
+    # Without a sha256 in the lock nothing would catch a download spliced from two
+    # versions: --record pins only one uninterrupted transfer, and gdown (which resumes
+    # without a validator) starts over.
+    resume = a.sha256 is not None or not record
     try:
         if a.source == "gdrive":
+            if a.sha256 is None:
+                for p in tmp.parent.glob(f"{glob_escape(tmp.name)}*.part"):
+                    p.unlink()
             gdown_download(url, tmp, a.size)
         else:
-            info = http_download(url, tmp, a.size, a.name)
+            info = http_download(url, tmp, a.size, a.name, resume=resume)
     except DownloadFailed as e:
         if not e.keep:
             _discard(tmp)
@@ -667,7 +693,9 @@ def fetch_one(a: Artifact, dest: Path, record: bool, gdrive_ep=None, hf_ep=None)
             rec["revision"] = commit
     if a.sha256 is None and not record:
         return Outcome(
-            "fetched", f"UNVERIFIED (no sha256 in the lock): sha256 {sha}; use --record to pin"
+            "unpinned",
+            f"downloaded but UNVERIFIED (no sha256 in the lock): sha256 {sha}; pin it with "
+            f"`rvos-kit fetch {a.name} --record` (trust on first use)",
         )
     return Outcome("fetched", "verified" if a.sha256 else "downloaded", rec)
 
@@ -750,9 +778,15 @@ def run_verify(args) -> int:
         else:
             print(f"unrecorded {a.name}: sha256 {sha}, {size} bytes (fetch --record pins it)")
     print(", ".join(f"{v} {k}" for k, v in counts.items()))
-    if counts["mismatch"]:
+    if counts["mismatch"] or counts["unrecorded"]:
+        if counts["unrecorded"]:
+            print(
+                f"{counts['unrecorded']} present artifact(s) have no sha256 in {lock.path}: "
+                "nothing verifies them; pin with `rvos-kit fetch NAME --record`",
+                file=sys.stderr,
+            )
         return 1
-    if args.strict and (counts["missing"] or counts["unrecorded"]):
+    if args.strict and counts["missing"]:
         return 1
     return 0
 
@@ -807,7 +841,5 @@ def register(sub) -> None:
         description=verb_section(__doc__, "verify"),
     )
     _common_args(v)
-    v.add_argument(
-        "--strict", action="store_true", help="also fail when an artifact is missing or unrecorded"
-    )
+    v.add_argument("--strict", action="store_true", help="also fail when an artifact is missing")
     v.set_defaults(func=run_verify)

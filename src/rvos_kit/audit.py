@@ -466,6 +466,11 @@ def run(args) -> int:
         audit_stage(n, o, t, meta, workers=args.workers, foreground=args.foreground)
         for n, o, t in stages_spec
     ]
+    if not any(s.n_frames for s in stages):
+        raise KitError(
+            "no frame was compared (the trees hold no PNG in common); nothing is identical "
+            "to nothing: check the tree paths and --meta"
+        )
     for s in stages:
         print_stage(s, args.worst)
     summary = {

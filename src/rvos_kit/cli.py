@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
@@ -81,10 +82,15 @@ def main(argv: list[str] | None = None) -> int:
             from .dag import check_stage
 
             check_stage(args.dag_params, args.dag_node, argv)
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in an exit-time traceback
+        return rc
     except KitError as e:
         print(f"rvos-kit {args.verb}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `rvos-kit verify | head`: the reader left, not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print(f"rvos-kit {args.verb}: interrupted", file=sys.stderr)
         return 130

@@ -57,8 +57,9 @@ from .masktree import (
     check_tree,
     decode_mask,
     expression_files,
+    read_png_bytes,
 )
-from .meta import Meta, Video, infer_meta, load_meta
+from .meta import Meta, Video, agreed_meta, load_meta
 from .pngcodec import ENCODERS, EncodeCache, decode_values, png_header
 
 PAIRINGS = ("consecutive", "none")
@@ -186,10 +187,7 @@ def _vote_video(job) -> int:
             d.mkdir(parents=True, exist_ok=True)
         for i, frame in enumerate(video.frames):
             paths = [f[i] for f in files]
-            blobs = []
-            for path in paths:
-                with open(path, "rb") as f:
-                    blobs.append(f.read())
+            blobs = [read_png_bytes(path) for path in paths]
             key = (threshold, *blobs)
             data = by_inputs.get(key)
             if data is None:
@@ -223,14 +221,14 @@ def vote(
     odd_from = Path(odd_from) if odd_from is not None else None
     if not sources:
         raise KitError("vote needs at least one source tree")
+    if meta is None:  # without --meta every source must hold the same videos
+        meta = agreed_meta(sources)
     rule.check(len(sources), odd_from)
     out_abs = out.resolve()
     for s in [*sources, *([odd_from] if odd_from else [])]:
         s_abs = s.resolve()
         if out_abs == s_abs or s_abs in out_abs.parents or out_abs in s_abs.parents:
             raise KitError(f"{out}: output overlaps input tree {s}; choose another --out")
-    if meta is None:
-        meta = infer_meta(sources[0])
 
     # Names first, for every tree, before a single byte is written.
     if rule.odd == "first":

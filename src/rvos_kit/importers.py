@@ -40,7 +40,13 @@ from .masktree import StagedTree, atomic_write_bytes, check_tree, png_header, wr
 from .meta import Meta, load_meta
 
 KINDS = ("logits", "probabilities")
-MAX_PNG_BYTES = 256 << 20  # a mask PNG is a few kB; anything this large is not one
+# Zip-bomb caps. A mask PNG is a few kB; stored raw (no compression at all) an 8-bit grey
+# 1280x720 frame is 0.92 MB. Each entry is read with a hard limit: what its own PNG header
+# (width x height x channels) could need uncompressed plus 64 kB, never over 32 MiB; the
+# whole archive at most 4 MiB per frame meta lists (with --meta).
+MAX_PNG_BYTES = 32 << 20
+MAX_BYTES_PER_META_FRAME = 4 << 20
+_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
 _JUNK = ("__MACOSX",)
 _JUNK_FILES = (".DS_Store", "Thumbs.db")
 
@@ -113,6 +119,33 @@ def plan_zip(zf: zipfile.ZipFile, zip_path, inner: str | None = None):
     return "/".join(prefix), [(i, tuple(p[-3:])) for i, p in pngs], skipped, other
 
 
+def _png_bound(header: bytes, where: str) -> int:
+    """Most bytes a PNG with this header can take (all raw, stored deflate blocks)."""
+    w, h, depth, ctype = png_header(header, where)
+    row = (w * _CHANNELS.get(ctype, 4) * max(depth, 8) + 7) // 8 + 1
+    raw = h * row
+    return raw + raw // 64 + (64 << 10)
+
+
+def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> bytes:
+    """An entry's bytes, inflating at most what its PNG header allows (never zf.read())."""
+    with zf.open(info) as f:
+        head = f.read(33)
+        limit = min(_png_bound(head, where), MAX_PNG_BYTES)
+        if info.file_size > limit:
+            raise KitError(
+                f"{where}: declares {info.file_size} bytes uncompressed, more than a PNG of "
+                f"its size can hold ({limit}); refusing the archive (zip bomb guard)"
+            )
+        rest = f.read(limit - len(head) + 1)
+    if len(head) + len(rest) > limit:
+        raise KitError(
+            f"{where}: inflates to more than {limit} bytes, more than a PNG of its size can "
+            "hold; refusing the archive (zip bomb guard)"
+        )
+    return head + rest
+
+
 def import_zip(zip_path, out_root, meta: Meta | None = None, inner: str | None = None) -> dict:
     from tqdm import tqdm
 
@@ -126,8 +159,14 @@ def import_zip(zip_path, out_root, meta: Meta | None = None, inner: str | None =
     with zf:
         prefix, entries, skipped, other = plan_zip(zf, zip_path, inner)
         for info, (_video, _exp_id, fname) in entries:
-            if fname == ".png" or info.file_size > MAX_PNG_BYTES:
+            if fname == ".png":
                 raise KitError(f"{zip_path}: entry {info.filename!r} is not a mask PNG")
+            if info.file_size > MAX_PNG_BYTES:
+                raise KitError(
+                    f"{zip_path}: entry {info.filename!r} declares {info.file_size} bytes "
+                    f"uncompressed; a mask PNG is never over {MAX_PNG_BYTES}: refusing the "
+                    "archive (zip bomb guard)"
+                )
         videos = {v for _, (v, _, _) in entries}
         if meta is not None:
             extra = sorted(videos.difference(v.name for v in meta))
@@ -135,6 +174,14 @@ def import_zip(zip_path, out_root, meta: Meta | None = None, inner: str | None =
                 raise KitError(
                     f"{zip_path}: video {extra[0]!r} is not in meta ({len(extra)} such); "
                     "pass the meta of the split this archive is for"
+                )
+            cap = meta.n_masks * MAX_BYTES_PER_META_FRAME
+            declared = sum(info.file_size for info, _ in entries)
+            if len(entries) > meta.n_masks or declared > cap:
+                raise KitError(
+                    f"{zip_path}: {len(entries)} PNGs declaring {declared} bytes uncompressed, "
+                    f"more than the {meta.n_masks} frames meta lists can hold ({cap} bytes); "
+                    "refusing the archive (zip bomb guard)"
                 )
         with StagedTree(out_root) as st:
             made = set()
@@ -146,8 +193,8 @@ def import_zip(zip_path, out_root, meta: Meta | None = None, inner: str | None =
                     d.mkdir(parents=True, exist_ok=True)
                     made.add(d)
                 try:
-                    data = zf.read(info)
-                except (zipfile.BadZipFile, OSError, ValueError) as e:
+                    data = _read_entry(zf, info, f"{zip_path}: {info.filename}")
+                except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
                     raise KitError(
                         f"{zip_path}: entry {info.filename!r} is corrupt ({e})"
                     ) from None

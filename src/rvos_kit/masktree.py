@@ -7,7 +7,10 @@ Reading
     other values. 8-bit grayscale PNGs (what every stage writes) are decoded by
     :mod:`rvos_kit.pngcodec` (libdeflate + numpy unfiltering, OpenCV for other layouts),
     which returns the stored values unchanged (``convert('P')`` of an ``L`` image is the
-    identity, checked in the tests); anything else goes through PIL exactly as published.
+    identity, checked in the tests). Under the published rule any other PNG (RGB, RGBA,
+    palette, 16-bit) is an error naming the file and its mode: that rule reads a white
+    RGB mask or a DAVIS-style palette mask (index 1 = object) as empty. With
+    ``foreground="nonzero"`` such PNGs are read through PIL (palette: by index).
 
     Files are located by *name* against meta (:func:`expression_files`), never by sorted
     position: a missing or extra PNG is an error naming the file (contract section 9.4).
@@ -58,6 +61,14 @@ def decode_mask(data: bytes, where: str | os.PathLike = "<bytes>", foreground: s
         try:
             with Image.open(io.BytesIO(data)) as im:
                 im.load()
+                if foreground == "255" and im.mode != "1":  # bilevel: convert('P') is 0/255
+                    n = int(np.count_nonzero(np.asarray(im.convert("P")) == 255))
+                    raise KitError(
+                        f"{where}: mask PNG is PIL mode {im.mode}, not 8-bit grey; the "
+                        "published rule (convert('P') == 255) is meant for 8-bit grey masks "
+                        f"and reads {n} object pixel(s) here. If every non-zero pixel (or "
+                        "palette index) is the object, pass --foreground nonzero"
+                    )
                 if foreground == "255":
                     arr = np.asarray(im.convert("P"))
                 else:
@@ -71,13 +82,21 @@ def decode_mask(data: bytes, where: str | os.PathLike = "<bytes>", foreground: s
     raise KitError(f"unknown foreground rule {foreground!r}; use one of {FOREGROUND_RULES}")
 
 
-def read_mask(path: str | os.PathLike, foreground: str = "255") -> np.ndarray:
+def read_png_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of a tree's PNG; a clean error when it is missing, a folder, unreadable."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except FileNotFoundError:
         raise KitError(f"{path}: mask PNG not found") from None
-    return decode_mask(data, path, foreground)
+    except IsADirectoryError:
+        raise KitError(f"{path}: a folder where a mask PNG should be; remove it") from None
+    except OSError as e:
+        raise KitError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def read_mask(path: str | os.PathLike, foreground: str = "255") -> np.ndarray:
+    return decode_mask(read_png_bytes(path), path, foreground)
 
 
 def expression_dir(root: str | os.PathLike, video: str, exp_id: str) -> Path:
@@ -148,5 +167,4 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray, encoder: str = "pil") 
 
 def copy_file_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Copy a file byte for byte, atomically at the destination."""
-    with open(src, "rb") as f:
-        atomic_write_bytes(dst, f.read())
+    atomic_write_bytes(dst, read_png_bytes(src))

@@ -74,6 +74,11 @@ def parse_meta(obj: dict, where: str = "meta") -> Meta:
         if len(set(frames)) != len(frames):
             raise KitError(f"{where}: video {vid!r} lists a frame twice")
         videos.append(Video(vid, tuple(exps), tuple(frames)))
+    if not any(v.exp_ids and v.frames for v in videos):
+        raise KitError(
+            f"{where}: lists no video with expressions and frames; every output would be "
+            "empty: pass the meta_expressions.json of a split"
+        )
     return Meta(tuple(videos))
 
 
@@ -83,6 +88,28 @@ def load_meta(path: str | os.PathLike) -> Meta:
 
 def _exp_sort_key(name: str):
     return (0, int(name), name) if name.isdigit() else (1, 0, name)
+
+
+def agreed_meta(roots) -> Meta:
+    """Meta read off the first tree, after checking that every tree holds the same videos,
+    expressions and frames (so that nothing is dropped silently without --meta)."""
+    metas = [infer_meta(r) for r in roots]
+    first = {v.name: v for v in metas[0]}
+    for i in range(1, len(roots)):
+        root, other = roots[i], {v.name: v for v in metas[i]}
+        for name in sorted(set(first) ^ set(other)):
+            where, lacks = (roots[0], root) if name in other else (root, roots[0])
+            raise KitError(
+                f"{Path(lacks) / name}: video in {where} but not in {lacks}; the trees "
+                "disagree: pass --meta to say which videos to use"
+            )
+        for name, v in first.items():
+            if other[name] != v:
+                raise KitError(
+                    f"{Path(root) / name}: expressions or frames differ from "
+                    f"{Path(roots[0]) / name}; pass --meta"
+                )
+    return metas[0]
 
 
 def infer_meta(root: str | os.PathLike) -> Meta:

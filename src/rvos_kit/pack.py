@@ -18,8 +18,15 @@ from tqdm import tqdm
 
 from .artifacts import sha256_file
 from .errors import KitError
-from .masktree import atomic_write_bytes, check_tree, expression_files, png_header
+from .masktree import (
+    atomic_write_bytes,
+    check_tree,
+    expression_files,
+    png_header,
+    read_png_bytes,
+)
 from .meta import Meta, infer_meta, load_meta
+from .staging import OutputLock, remove_leftovers
 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -31,13 +38,16 @@ def pack(root, out, meta: Meta | None = None, prefix: str = "Annotations", progr
         meta = infer_meta(root)
     check_tree(root, meta)
     out.parent.mkdir(parents=True, exist_ok=True)
+    lock = OutputLock(out)
+    lock.acquire()  # one pack per zip; under it, temp zips of killed runs are removed
+    remove_leftovers(out, ".tmp-")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
             for v in tqdm(meta, unit="video", desc=f"pack -> {out.name}", disable=not progress):
                 for e in v.exp_ids:
                     for path in expression_files(root, v, e):
-                        data = path.read_bytes()
+                        data = read_png_bytes(path)
                         png_header(data, path)
                         info = zipfile.ZipInfo(f"{prefix}/{v.name}/{e}/{path.name}", FIXED_TIME)
                         info.external_attr = 0o100644 << 16
@@ -48,6 +58,8 @@ def pack(root, out, meta: Meta | None = None, prefix: str = "Annotations", progr
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        lock.release()
     return sha256_file(out, out.name)[0]
 
 

@@ -135,6 +135,23 @@ def check_downloads(pl: Pipeline) -> Iterable[str]:
         )
 
 
+def check_pins(pl: Pipeline) -> Iterable[str]:
+    """Downloads that are here but that checkpoints.lock has no sha256 for: nothing
+    verifies them, and `fetch` in the pipeline exits 1 until they are pinned."""
+    downloads = pl.p["paths"].get("downloads", ".")
+    lock = pl.builder.lock()
+    names = [
+        n for n in pipeline_downloads(pl)
+        if lock.get(n).sha256 is None and not pl.missing(os.path.join(downloads, lock.get(n).path))
+    ]  # fmt: skip
+    if names:
+        yield (
+            f"downloads: {len(names)} file(s) here have no sha256 in checkpoints.lock "
+            f"({', '.join(names)}), so nothing verifies them. Pin them (trust on first use) "
+            f"with `rvos-kit fetch --params {pl.cmd_path(pl.params_path.name)} --record`"
+        )
+
+
 def check_models(pl: Pipeline) -> Iterable[str]:
     for name, m in pl.p["models"].items():
         if m["source"] == "tree" and pl.missing(m["tree"]):
@@ -291,6 +308,7 @@ def check_docker(pl: Pipeline) -> Iterable[str]:
 CHECKS: list[Check] = [
     check_data,
     check_downloads,
+    check_pins,
     check_models,
     check_split,
     check_infer,
@@ -301,7 +319,6 @@ CHECKS: list[Check] = [
 
 def load_pipeline(params_path) -> Pipeline:
     from .dag import _Builder
-
     from .params import load_params  # pydantic: preflight runs natively
 
     params_path = Path(params_path)

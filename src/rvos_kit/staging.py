@@ -42,6 +42,16 @@ def _remove(p: Path) -> None:
         shutil.rmtree(p)
 
 
+def remove_leftovers(out: str | os.PathLike, *kinds: str, keep: Path | None = None) -> None:
+    """Remove ``.<name><kind><pid>`` entries beside ``out`` left by killed runs (temp
+    files, staging folders); call it only while holding the output's lock. Symbolic
+    links are removed, never followed."""
+    out = Path(os.path.abspath(out))
+    for p in out.parent.iterdir():
+        if p != keep and p.name.startswith(tuple(f".{out.name}{k}" for k in kinds)):
+            _remove(p)
+
+
 def check_replaceable(out_root: str | os.PathLike, flag: str = "--out") -> None:
     """Refuse (:class:`KitError`) an output folder the kit may not replace."""
     shown = Path(out_root)
@@ -107,9 +117,10 @@ class OutputLock:
         os.pwrite(self.fd, MARK.encode(), 0)
 
     def release(self) -> None:
-        """Unlock; a lock file that marks nothing (no output committed) is removed."""
+        """Unlock; a lock file that marks nothing is removed (a run that locks it next
+        re-checks the inode it locked, see :meth:`acquire`)."""
         if self.fd is not None:
-            if os.fstat(self.fd).st_size == 0 and not self.out_root.exists():
+            if os.fstat(self.fd).st_size == 0:
                 self.path.unlink(missing_ok=True)
             os.close(self.fd)
             self.fd = None
@@ -137,11 +148,7 @@ class StagedTree:
 
     def _clean_leftovers(self) -> None:
         """Staging and swap folders of earlier runs that were killed (we hold the lock)."""
-        name = self.out_root.name
-        for p in self.out_root.parent.iterdir():
-            n = p.name
-            if n.startswith((f".{name}.partial-", f".{name}.old-")) and p != self.path:
-                _remove(p)
+        remove_leftovers(self.out_root, ".partial-", ".old-", keep=self.path)
 
     def __enter__(self) -> StagedTree:
         check_replaceable(self.shown, self.flag)  # before creating anything
