@@ -51,10 +51,9 @@ def _vote_args(srcs, out, meta, thr=3):
 
 
 # ----------------------------------------------------------- case 1: stale resume
-def test_resume_is_keyed_by_content_not_by_path(tmp_path, capsys):
-    """Interrupt propagate, regenerate its input tree at the same path with other masks
-    (what a threshold change upstream does), run again: the partial work is discarded
-    with a notice and the output equals a clean run on the new input."""
+def _interrupted_propagate(tmp_path) -> tuple:
+    """A dataset, and a propagate into tmp_path/out stopped in its third expression
+    (leaving the staging folder and its resume record, as a kill does)."""
     make_dataset(tmp_path, MIXED)
     args = (tmp_path / "JPEGImages", tmp_path / "Annotations", tmp_path / "key_frame.json",
             tmp_path / "meta.json")  # fmt: skip
@@ -68,10 +67,17 @@ def test_resume_is_keyed_by_content_not_by_path(tmp_path, capsys):
                 raise KeyboardInterrupt
             super().propagate(frames, k, ref, emit)
 
-    out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        propagate(*args, out, Killed(), progress=False)
+        propagate(*args, tmp_path / "out", Killed(), progress=False)
     assert (tmp_path / ".out.partial" / "v1" / "0").is_dir()  # v1/0 was complete
+    return args, tmp_path / "out"
+
+
+def test_resume_is_keyed_by_content_not_by_path(tmp_path, capsys):
+    """Interrupt propagate, regenerate its input tree at the same path with other masks
+    (what a threshold change upstream does), run again: the partial work is discarded
+    with a notice and the output equals a clean run on the new input."""
+    args, out = _interrupted_propagate(tmp_path)
     # the input tree changes content, not path: v1/0's key-frame mask moves
     key = tmp_path / "Annotations" / "v1" / "0" / "00010.png"
     m = np.zeros((48, 64), bool)
@@ -88,22 +94,8 @@ def test_resume_is_keyed_by_content_not_by_path(tmp_path, capsys):
 
 
 def test_resume_still_resumes_when_nothing_changed(tmp_path, capsys):
-    make_dataset(tmp_path, MIXED)
-    args = (tmp_path / "JPEGImages", tmp_path / "Annotations", tmp_path / "key_frame.json",
-            tmp_path / "meta.json")  # fmt: skip
-
-    class Killed(FlowBackend):
-        calls = 0
-
-        def propagate(self, frames, k, ref, emit):
-            Killed.calls += 1
-            if Killed.calls == 3:
-                raise KeyboardInterrupt
-            super().propagate(frames, k, ref, emit)
-
-    with pytest.raises(KeyboardInterrupt):
-        propagate(*args, tmp_path / "out", Killed(), progress=False)
-    s = propagate(*args, tmp_path / "out", FlowBackend(), progress=False)
+    args, out = _interrupted_propagate(tmp_path)
+    s = propagate(*args, out, FlowBackend(), progress=False)
     assert s.resumed == 3 and "discarding" not in capsys.readouterr().err
 
 
