@@ -99,6 +99,36 @@ def test_resume_still_resumes_when_nothing_changed(tmp_path, capsys):
     assert s.resumed == 3 and "discarding" not in capsys.readouterr().err
 
 
+def test_sigint_then_changed_input_discards_the_partial_work(tmp_path):
+    """The same with real processes and a real SIGINT: ``rvos-kit propagate`` interrupted
+    after some expressions, its input regenerated, the re-run starts afresh."""
+    exps = {"0": (6, "true"), "1": (3, "true")}
+    videos = {f"v{i}": {"size": (120, 160), "frames": 10, "exps": exps} for i in range(6)}
+    make_dataset(tmp_path, videos)
+    argv = ["propagate", "--images", tmp_path / "JPEGImages", "--annotations",
+            tmp_path / "Annotations", "--keyframes", tmp_path / "key_frame.json", "--meta",
+            tmp_path / "meta.json", "--backend", "flow", "--workers", "1"]  # fmt: skip
+    p = _kit(*argv, "--out", tmp_path / "out")
+    staging = tmp_path / ".out.partial"
+    t0 = time.monotonic()
+    while not (staging / "v0" / "1").is_dir() or len(list(staging.glob("v*"))) < 2:
+        assert p.poll() is None, "propagate finished before it could be interrupted"
+        assert time.monotonic() - t0 < 60
+        time.sleep(0.01)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "interrupted" in err
+    assert (tmp_path / ".out.partial.json").is_file() and not (tmp_path / "out").exists()
+    m = np.zeros((120, 160), bool)  # v0/0's key-frame mask changes, same path
+    m[10:60, 20:90] = True
+    write_png(tmp_path / "Annotations" / "v0" / "0" / "00030.png", m)
+    p = _kit(*argv, "--out", tmp_path / "out")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0 and "discarding the partial output" in err, err
+    assert main([*map(str, argv), "--out", str(tmp_path / "clean")]) == 0
+    assert tree_bytes(tmp_path / "out") == tree_bytes(tmp_path / "clean")
+
+
 # ------------------------------------------------------ case 4: --out deletes user files
 def _user_folder(path: Path) -> Path:
     path.mkdir(parents=True)
