@@ -209,15 +209,6 @@ class Params(Section):
     def _cross_checks(self):
         """Rules spanning several keys; each error names its key path."""
         models, props, fusion = self.models, self.propagation or {}, self.fusion or {}
-        if any(m.source == "infer" for m in models.values()):
-            if self.data.images is None:
-                raise ValueError("data.images: source: infer needs the JPEG frames")
-            if self.infer is None:
-                raise ValueError("infer: source: infer needs an infer section (upstream: DIR)")
-            if self.data.split == "valid" and self.data.test_meta is None:
-                raise ValueError(
-                    "data.test_meta: split valid (valid minus test videos) needs the test meta"
-                )
         for name, m in models.items():
             want = RVOS_MODELS.get(name)
             if want is None and m.source != "tree":
@@ -228,6 +219,18 @@ class Params(Section):
                 )
             if want is not None and m.kind != want:
                 raise ValueError(f"models.{name}.kind: {name} outputs {want}, not {m.kind}")
+        if any(m.source == "infer" for m in models.values()):
+            if self.data.images is None:
+                raise ValueError("data.images: source: infer needs the JPEG frames")
+            if self.infer is None:
+                raise ValueError(
+                    "(top level): missing key 'infer': source: infer needs an infer section "
+                    "(upstream: DIR)"
+                )
+            if self.data.split == "valid" and self.data.test_meta is None:
+                raise ValueError(
+                    "data.test_meta: split valid (valid minus test videos) needs the test meta"
+                )
         for name, c in props.items():
             for n in c.nodes:
                 if n not in models and n not in fusion:
@@ -271,13 +274,14 @@ def _message(err: dict) -> str:
             msg = msg[len(prefix) :]
     if err["type"] == "value_error" and msg.startswith(("models.", "fusion.", "propagation.",
                                                        "submission.", "runner.", "data.",
-                                                       "infer:")):  # fmt: skip
+                                                       "(top level)")):  # fmt: skip
         return msg  # a cross-key rule names its own path
     if msg.startswith(_UNKNOWN):  # Section._known_keys
         key, _, allowed = msg[len(_UNKNOWN) :].partition("\0")
         return f"{loc + '.' if loc else ''}{key}: unknown key{allowed}"
     if err["type"] == "missing":
-        return f"{loc}: missing key"
+        parent, _, key = loc.rpartition(".")
+        return f"{parent or '(top level)'}: missing key {key!r}"
     got = "" if err["type"] == "value_error" else f" (got {err.get('input')!r})"
     return f"{loc or '(top level)'}: {msg}{got}"
 

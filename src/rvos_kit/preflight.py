@@ -136,12 +136,13 @@ def check_downloads(pl: Pipeline) -> Iterable[str]:
 
 
 def check_pins(pl: Pipeline) -> Iterable[str]:
-    """Downloads that are here but that checkpoints.lock has no sha256 for: nothing
-    verifies them, and `fetch` in the pipeline exits 1 until they are pinned."""
+    """Released zips the DAG fetches that are here but that checkpoints.lock has no sha256
+    for: nothing verifies them, and the pipeline's `fetch_*` stage exits 1 on them."""
     downloads = pl.p["paths"].get("downloads", ".")
     lock = pl.builder.lock()
+    fetched = [s[len("fetch_") :] for s in pl.stages if s.startswith("fetch_")]
     names = [
-        n for n in pipeline_downloads(pl)
+        n for n in fetched
         if lock.get(n).sha256 is None and not pl.missing(os.path.join(downloads, lock.get(n).path))
     ]  # fmt: skip
     if names:
