@@ -426,7 +426,6 @@ UNINEXT_RUNTIME_MODULES = {
     "pngcodec.py",
     "runner.py",
     "importers.py",
-    "pngcodec.py",
     "argtypes.py",
     "infer/__init__.py",
     "infer/core.py",
