@@ -82,7 +82,7 @@ class Section(BaseModel):
 Path_ = str  # a path relative to the params file's folder
 
 
-class Data(Section):
+class DataSection(Section):
     meta: Path_
     images: Path_ | None = None
     gt: Path_ | None = None
@@ -90,7 +90,7 @@ class Data(Section):
     test_meta: Path_ | None = None
 
 
-class Paths(Section):
+class PathsSection(Section):
     outputs: Path_ = Field(min_length=1)
     lock: Path_ = "checkpoints.lock"
     code: Path_ | None = None
@@ -98,7 +98,7 @@ class Paths(Section):
     checkpoints: Path_ = "checkpoints"
 
 
-class Runner(Section):
+class RunnerSection(Section):
     mode: _lit(RUNNER_MODES) = "native"
     gpus: Union[int, str, bool, list[int], None] = "all"  # noqa: UP007
     images: dict[str, str] | None = None
@@ -107,7 +107,7 @@ class Runner(Section):
     network: str | None = None
 
 
-class Infer(Section):
+class InferSection(Section):
     """``source: infer`` (``rvos-kit infer``, docs/inference.md)."""
 
     upstream: Path_  # the published code at the pinned commit
@@ -115,7 +115,7 @@ class Infer(Section):
     chunk_videos: int | None = Field(None, ge=1)
 
 
-class Sample(Section):
+class SampleSection(Section):
     out: Path_
     seed: int = Field(0, ge=0)
     videos: int = Field(6, ge=1)
@@ -124,7 +124,7 @@ class Sample(Section):
     width: int = Field(160, ge=32)
 
 
-class Model(Section):
+class ModelSection(Section):
     kind: _lit(MODEL_KINDS)
     source: _lit(MODEL_SOURCES)
     tree: Path_ | None = None
@@ -139,7 +139,7 @@ class Model(Section):
         return self
 
 
-class Propagation(Section):
+class PropagationSection(Section):
     backend: _lit(BACKENDS)
     tree: str
     nodes: list[str]
@@ -171,7 +171,7 @@ class Propagation(Section):
         return self
 
 
-class Fusion(Section):
+class FusionSection(Section):
     members: list[str] = Field(min_length=1)
     source: _lit(FUSION_SOURCES) = "compute"
     pairing: _lit(PAIRINGS) = "consecutive"
@@ -180,30 +180,30 @@ class Fusion(Section):
     odd_threshold: int = Field(3, ge=1)
 
 
-class Submission(Section):
+class SubmissionSection(Section):
     node: str
     sha256: Path_ = "submission.sha256"
 
 
-class Audit(Section):
+class AuditSection(Section):
     stages: dict[str, str]
     report: Path_ | None = None
 
 
 class Params(Section):
     compat: _lit(COMPAT_MODES) = "challenge2023"
-    data: Data
-    paths: Paths
+    data: DataSection
+    paths: PathsSection
     device: _lit(DEVICES) = "cuda"
     encoder: _lit(ENCODERS) = "pil"
-    runner: Runner | None = None
-    infer: Infer | None = None
-    sample: Sample | None = None
-    models: dict[str, Model]
-    propagation: dict[str, Propagation] | None = None
-    fusion: dict[str, Fusion] | None = None
-    submission: Submission | None = None
-    audit: Audit | None = None
+    runner: RunnerSection | None = None
+    infer: InferSection | None = None
+    sample: SampleSection | None = None
+    models: dict[str, ModelSection]
+    propagation: dict[str, PropagationSection] | None = None
+    fusion: dict[str, FusionSection] | None = None
+    submission: SubmissionSection | None = None
+    audit: AuditSection | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self):
