@@ -22,6 +22,14 @@ In docker mode the command line is::
                                                     outside the folders above)
         --workdir <cwd> IMAGE python -m rvos_kit <verb> <args...>
 
+``infer`` stages differ in three ways: exactly one GPU (``--gpus device=N``: the single
+id in CUDA_VISIBLE_DEVICES when a scheduler set one, else the first of ``runner.gpus``);
+``--meta``/``--images``/``--checkpoint``/``--pretrained`` are mounted read-only even
+before they exist (``--dry-run`` prints the complete command; a real run refuses a missing
+one first); and the paths the published code hard-codes are mounted where it looks
+(``--volume <host>:/mnt/data_16TB/...``), from the table beside the model's driver
+(``CONTAINER_PATHS`` in ``rvos_kit/infer/uninext.py``; :mod:`rvos_kit.infer.mounts`).
+
 Every folder is mounted at its own (resolved) path, so the verb's arguments mean the same
 inside and outside the container and symlinked data or checkpoint folders keep working.
 The user's uid:gid is kept, so outputs belong to the user. ``--pull never``: the image is
