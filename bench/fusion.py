@@ -195,7 +195,7 @@ def cost_split(sources, meta, rule: VoteRule) -> dict[str, float]:
                 # the kit: decode (distinct inputs) + count and threshold, encode (cached)
                 t0 = cpu()
                 for data, path in dict(zip(blobs, paths, strict=True)).items():
-                    pngcodec.decode_values(data, path)
+                    pngcodec.decode_values(data, path, padded=True)
                 t1 = cpu()
                 fused = fuse(blobs, paths, thr)
                 t2 = cpu()

@@ -103,6 +103,8 @@ def test_every_filter_type_decodes_to_the_pixels(rng, first):
             assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), arr)  # the writer
             got = decode_values(data)
             assert got.dtype == np.uint8 and np.array_equal(got, arr), (name, pname)
+            padded = decode_values(data, padded=True)
+            assert padded.shape == (h, w + 1) and np.array_equal(padded[:, 1:], arr)
             fast = fast_decode(data)
             if 3 not in filters and name != "random":  # masks and ramps: no fallback
                 assert fast is not None, (name, pname)

@@ -112,7 +112,8 @@ class _Fuser:
     Byte-identical PNGs (empty masks, mostly) are decoded once and counted as often as
     they occur. The count and mask arrays are reused from frame to frame (a fresh 0.9 MB
     array per mask costs page faults), so the returned mask is only valid until the
-    next call."""
+    next call. They have the decoder's padded (h, w + 1) layout (column 0 is not pixel
+    data and is dropped at the end): every whole-array step runs on contiguous memory."""
 
     def __init__(self, foreground: str):
         self.foreground = foreground
@@ -131,7 +132,9 @@ class _Fuser:
             if size is None:
                 size = (w, h, path)
                 if (h, w) not in self._buffers:
-                    self._buffers[h, w] = tuple(np.empty((h, w), t) for t in (np.uint8, bool, bool))
+                    self._buffers[h, w] = tuple(
+                        np.empty((h, w + 1), t) for t in (np.uint8, bool, bool)
+                    )
                 count, scratch, fused = self._buffers[h, w]
                 first = True
             elif (w, h) != size[:2]:
@@ -139,11 +142,14 @@ class _Fuser:
                     f"{path}: size {w}x{h} differs from {size[2]} ({size[0]}x{size[1]}) for "
                     "the same frame; all sources must share each frame's size"
                 )
-            values = decode_values(data, path)
+            values = decode_values(data, path, padded=True)
             if values is None:  # not 8-bit grey: PIL's conversion, as published
-                fg = decode_mask(data, path, self.foreground)
-                if fg.shape != (h, w):  # pragma: no cover - PIL checks the header
+                mask = decode_mask(data, path, self.foreground)
+                if mask.shape != (h, w):  # pragma: no cover - PIL checks the header
                     raise KitError(f"{path}: corrupt PNG (pixels do not match its header)")
+                fg = scratch
+                fg[:, 0] = False
+                fg[:, 1:] = mask
             else:  # decode_mask's rules, into a reused array (at first, the count itself)
                 fg = count.view(bool) if first else scratch
                 if self.foreground == "255":
@@ -158,7 +164,7 @@ class _Fuser:
                 np.add(count, fg, out=count)
             else:
                 count += fg.view(np.uint8) * np.uint8(n)
-        return np.greater_equal(count, threshold, out=fused)
+        return np.greater_equal(count, threshold, out=fused)[:, 1:]
 
 
 def _vote_video(job) -> int:

@@ -139,10 +139,11 @@ def _paeth_row(f: np.ndarray, up: np.ndarray) -> bool:
 
 
 def unfilter_gray8(raw: bytearray, h: int, w: int) -> np.ndarray | None:
-    """The pixel rows of an inflated 8-bit grey, non-interlaced PNG stream (``h`` rows of
-    a filter byte + ``w`` bytes), undone in place in ``raw`` and returned as an (h, w)
-    view of it; None when a row uses the Average filter, a Paeth row is not mask-like,
-    or a filter byte is invalid (``raw`` is then spoilt; the caller uses OpenCV)."""
+    """The rows of an inflated 8-bit grey, non-interlaced PNG stream (``h`` rows of a
+    filter byte + ``w`` bytes), unfiltered in place in ``raw`` and returned as an (h, w + 1)
+    array whose column 0 still holds the filter bytes; None when a row uses the Average
+    filter, a Paeth row is not mask-like, or a filter byte is invalid (``raw`` is then
+    spoilt; the caller uses OpenCV)."""
     rows = np.frombuffer(raw, np.uint8).reshape(h, w + 1)
     ftype = rows[:, 0].copy()
     if ftype.max(initial=0) > 4 or (ftype == 3).any():
@@ -159,17 +160,18 @@ def unfilter_gray8(raw: bytearray, h: int, w: int) -> np.ndarray | None:
             above = row if i == last + 1 else out[i - 1]
             row = out[i]
             if kinds[i] == 2:  # Up: add the row above (one numpy running sum down the
-                np.add(row, above, out=row)  # columns is no faster than this loop)
+                row += above  # columns is slower than this loop)
             elif not _paeth_row(row, above):
                 return None
             last = i
-    return out
+    return rows
 
 
-def fast_decode(data: bytes) -> np.ndarray | None:
+def fast_decode(data: bytes, padded: bool = False) -> np.ndarray | None:
     """The grey values of a non-interlaced 8-bit grey PNG by the fast path (an (h, w)
-    uint8 view with a row stride of w + 1), or None when the fast path does not apply
-    (other layout, Average filter, bad CRC or stream)."""
+    uint8 view with a row stride of w + 1; with ``padded``, the (h, w + 1) array itself,
+    column 0 holding the filter bytes), or None when the fast path does not apply (other
+    layout, Average filter, bad CRC or stream)."""
     if len(data) < 33 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
         return None
     w, h, depth, ctype, comp, filt, interlace = struct.unpack(">IIBBBBB", data[16:29])
@@ -185,21 +187,32 @@ def fast_decode(data: bytes) -> np.ndarray | None:
         return None
     if len(raw) != size:
         return None
-    return unfilter_gray8(raw, h, w)
+    rows = unfilter_gray8(raw, h, w)
+    return rows if rows is None or padded else rows[:, 1:]
 
 
-def decode_values(data: bytes, where: str | os.PathLike = "<bytes>") -> np.ndarray | None:
+def decode_values(
+    data: bytes, where: str | os.PathLike = "<bytes>", padded: bool = False
+) -> np.ndarray | None:
     """The stored 8-bit grey values of a grayscale PNG, or None when the PNG is of another
-    kind (palette, RGB, 16-bit, ...), for which the caller must use PIL's conversion."""
+    kind (palette, RGB, 16-bit, ...), for which the caller must use PIL's conversion.
+
+    ``padded``: an (h, w + 1) array whose column 0 is not pixel data (values 0-4), the
+    fast path's own layout; whole-array operations on it run on contiguous memory, ~1.5x
+    faster than on the (h, w) view."""
     w, h, depth, ctype = png_header(data, where)
     if depth != 8 or ctype != 0:
         return None
-    arr = fast_decode(data)
+    arr = fast_decode(data, padded)
     if arr is not None:
         return arr
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.shape != (h, w) or arr.dtype != np.uint8:
         raise KitError(f"{where}: corrupt or truncated PNG; re-create it")
+    if padded:
+        rows = np.zeros((h, w + 1), np.uint8)
+        rows[:, 1:] = arr
+        return rows
     return arr
 
 
