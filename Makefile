@@ -5,12 +5,16 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 KIT := $(VENV)/bin/rvos-kit
 STAMP := $(VENV)/.rvos-kit-installed
+# The published models' own environment, for tests/test_infer_upstream.py (spec
+# inference.md 12): torch 2.14.1 + torchvision from local disk, numpy<2, ...
+UPSTREAM_VENV ?= .venv-upstream
+UPSTREAM_STAMP := $(UPSTREAM_VENV)/.rvos-kit-installed
 PYTEST_ARGS ?=
 # Pipelines run with the kit's environment first on PATH; DVC never phones home.
 RUN := PATH="$(abspath $(VENV))/bin:$$PATH" DVC_NO_ANALYTICS=1
 
-.PHONY: help venv test lint lock bench clean demo demo-check reproduce audit dag \
-	images base-image readme
+.PHONY: help venv upstream-venv test lint lock lock-upstream bench clean demo demo-check \
+	reproduce audit dag images base-image readme
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
@@ -24,8 +28,18 @@ $(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
 
 venv: $(STAMP) ## create $(VENV) with the kit and its test tools
 
-test: $(STAMP) ## run the test suite (creates $(VENV) first)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+$(UPSTREAM_STAMP): requirements-upstream.txt constraints-upstream.txt pyproject.toml
+	$(PYTHON) -m venv $(UPSTREAM_VENV)
+	$(UPSTREAM_VENV)/bin/python -m pip install -q pip==26.3
+	$(UPSTREAM_VENV)/bin/python -m pip install -q -c constraints-upstream.txt -r requirements-upstream.txt
+	$(UPSTREAM_VENV)/bin/python -m pip install -q --no-deps -c constraints-upstream.txt imgaug==0.4.0
+	$(UPSTREAM_VENV)/bin/python -m pip install -q --no-deps -e .
+	@touch $@
+
+upstream-venv: $(UPSTREAM_STAMP) ## create $(UPSTREAM_VENV): the published models' test environment
+
+test: $(STAMP) $(UPSTREAM_STAMP) ## run the test suite (creates both environments first)
+	RVOS_UPSTREAM_PYTHON=$(abspath $(UPSTREAM_VENV))/bin/python $(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff on the code
 	$(VENV)/bin/ruff check src tests bench tools
@@ -35,6 +49,10 @@ lint: $(STAMP) ## ruff on the code
 lock: $(STAMP) ## regenerate constraints.txt from the current environment
 	$(PY) -m pip freeze --exclude-editable --exclude rvos-kit --exclude deaotpy \
 	  | sed -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/' > constraints.txt
+
+lock-upstream: $(UPSTREAM_STAMP) ## regenerate constraints-upstream.txt from $(UPSTREAM_VENV)
+	$(UPSTREAM_VENV)/bin/python -m pip freeze --exclude-editable --exclude rvos-kit \
+	  > constraints-upstream.txt
 
 dag: $(STAMP) ## regenerate every dvc.yaml from its params.yaml
 	$(RUN) rvos-kit dag --params params.yaml
@@ -93,4 +111,4 @@ bench: $(STAMP) ## print throughput numbers (fusion, evaluation, import, propaga
 	$(PY) bench/propagate.py
 
 clean: ## remove the environment and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(UPSTREAM_VENV) .pytest_cache .ruff_cache

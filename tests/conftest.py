@@ -62,3 +62,30 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+# ----------------------------------------------------------------- published code
+SHARED_UPSTREAM = Path(__file__).resolve().parents[1].parent / "shared" / "upstream"
+
+
+@pytest.fixture(scope="session")
+def upstream(tmp_path_factory) -> Path:
+    """The published repository at the pinned commit: the shared archive (``../shared``
+    beside the clone), unpacked and checked file by file against its MANIFEST.tsv, which
+    must also be the manifest the kit ships."""
+    import tarfile
+
+    from rvos_kit.infer.upstream import git_blob_id, manifest
+
+    archives = sorted(SHARED_UPSTREAM.glob("iccv2023_RVOS_Challenge-*.tar.gz"))
+    if not archives:
+        pytest.fail(f"no upstream archive in {SHARED_UPSTREAM} (../shared beside the clone)")
+    root = tmp_path_factory.mktemp("upstream")
+    with tarfile.open(archives[0]) as tf:
+        tf.extractall(root, filter="data")
+    (top,) = [p for p in root.iterdir() if p.is_dir()]
+    shared = manifest(SHARED_UPSTREAM / "MANIFEST.tsv")
+    assert manifest() == shared
+    for rel, blob in shared.items():
+        assert git_blob_id(top / rel) == blob, rel
+    return top

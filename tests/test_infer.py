@@ -9,9 +9,7 @@ import hashlib
 import json
 import subprocess
 import sys
-import tarfile
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,28 +20,8 @@ from PIL import Image
 from rvos_kit.cli import main
 from rvos_kit.errors import KitError
 from rvos_kit.infer import core, infer_videos, merge_shards, shard_videos
-from rvos_kit.infer.upstream import PINNED_COMMIT, git_blob_id, manifest, verify_upstream
+from rvos_kit.infer.upstream import PINNED_COMMIT, git_blob_id, verify_upstream
 from rvos_kit.masktree import read_mask
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_UPSTREAM = REPO.parent / "shared" / "upstream"
-ARCHIVE = SHARED_UPSTREAM / "iccv2023_RVOS_Challenge-c538b0d.tar.gz"
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory) -> Path:
-    """The shared archive of the pinned commit, unpacked, checked against MANIFEST.tsv."""
-    if not ARCHIVE.is_file():
-        pytest.fail(f"{ARCHIVE} missing: tests need ../shared/upstream beside the clone")
-    root = tmp_path_factory.mktemp("upstream")
-    with tarfile.open(ARCHIVE) as tf:
-        tf.extractall(root, filter="data")
-    (top,) = [p for p in root.iterdir() if p.is_dir()]
-    shared = manifest(SHARED_UPSTREAM / "MANIFEST.tsv")
-    assert manifest() == shared  # the kit's copy is the shared manifest
-    for rel, blob in shared.items():
-        assert git_blob_id(top / rel) == blob, rel
-    return top
 
 
 def test_git_blob_id_matches_git(tmp_path):

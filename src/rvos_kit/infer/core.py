@@ -300,6 +300,8 @@ def infer_videos(
         driver.check(req)
     with ModelWriter(out_dir, chosen, req.kind, encoder, keep_dumps) as w:
         req.work = w.work
+        if png_run:
+            w.tree(PNG_RUN_TREE)  # present (maybe empty) in every shard
         if chosen:
             driver.run(req, chosen, w)
         n = w.n_masks

@@ -9,6 +9,8 @@ encoder path hard-coded in ``models/mutr.py`` is redirected to ``--pretrained/ro
 
 from __future__ import annotations
 
+import sys
+
 from . import swin
 from .core import Request
 
@@ -23,14 +25,12 @@ PNG_FLAGS = ["--with_box_refine", "--binary", "--freeze_text_encoder",
              "--backbone", "video_swin_b_p4w7"]  # fmt: skip
 
 
-def check(req: Request) -> None:
-    swin.check_roberta(req)
+SCRIPT = "MUTR inference script"
+PTH_WORKER, PNG_WORKER = "infer_ytvos_ensemble", "inference_ytvos"
+PTH_PARSER_HAS_VERSION = True  # its __main__ adds --version to the opts parser
+
+check = swin.check_roberta
 
 
 def run(req: Request, videos, out) -> None:
-    swin.run_detr_style(
-        req, videos, out, folder=FOLDER, model_module=MODEL_MODULE,
-        published_roberta=PUBLISHED_ROBERTA, script="MUTR inference script",
-        pth=("infer_ytvos_ensemble", PTH_FLAGS, True),
-        png=("inference_ytvos", PNG_FLAGS, False),
-    )  # fmt: skip
+    swin.run_detr_style(req, videos, out, sys.modules[__name__])

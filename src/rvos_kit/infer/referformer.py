@@ -9,6 +9,8 @@ script's hard-coded output folder lives in ``main()``, which is not called.
 
 from __future__ import annotations
 
+import sys
+
 from . import swin
 from .core import Request
 
@@ -22,14 +24,12 @@ PNG_FLAGS = ["--with_box_refine", "--binary", "--freeze_text_encoder",
              "--backbone", "video_swin_b_p4w7", "--ngpu", "1"]  # fmt: skip
 
 
-def check(req: Request) -> None:
-    swin.check_roberta(req)
+SCRIPT = "ReferFormer inference script"
+PTH_WORKER, PNG_WORKER = "inference_ytvos_for_ensemble", "inference_ytvos"
+PTH_PARSER_HAS_VERSION = False  # its __main__ adds no --version (scripts/ensemble_test.sh passes one)
+
+check = swin.check_roberta
 
 
 def run(req: Request, videos, out) -> None:
-    swin.run_detr_style(
-        req, videos, out, folder=FOLDER, model_module=MODEL_MODULE,
-        published_roberta=PUBLISHED_ROBERTA, script="ReferFormer inference script",
-        pth=("inference_ytvos_for_ensemble", PTH_FLAGS, False),
-        png=("inference_ytvos", PNG_FLAGS, False),
-    )  # fmt: skip
+    swin.run_detr_style(req, videos, out, sys.modules[__name__])

@@ -88,7 +88,7 @@ def _read_video_placeholder(*args, **kwargs):
 def upstream_code(req: Request, folder: str, trusted_files: tuple[Path, ...] = ()):
     """Make ``<upstream>/<folder>`` importable as its scripts expect, for this process.
 
-    ``torch.load`` of ``--checkpoint`` (cached: every chunk reloads it) and of
+    ``torch.load`` of ``--checkpoint`` (memory-mapped and cached: every chunk reloads it) and of
     ``trusted_files`` uses ``weights_only=False`` (and ``map_location='cpu'`` on the CPU)."""
     import torch
     import torchvision.io
@@ -123,7 +123,10 @@ def upstream_code(req: Request, folder: str, trusted_files: tuple[Path, ...] = (
         if key != ckpt:
             return real_load(f, *args, **kwargs)
         if ("checkpoint", key) not in _CACHE:
-            _CACHE[("checkpoint", key)] = real_load(f, *args, **kwargs)
+            try:  # memory-mapped: the cached copy costs page cache, not heap
+                _CACHE[("checkpoint", key)] = real_load(f, *args, mmap=True, **kwargs)
+            except RuntimeError:  # a legacy (non-zip) torch.save file cannot be mapped
+                _CACHE[("checkpoint", key)] = real_load(f, *args, **kwargs)
         return _CACHE[("checkpoint", key)]
 
     cwd = os.getcwd()
@@ -236,18 +239,20 @@ def detr_args(req: Request, script: str, flags: list[str], with_version: bool):
     return args
 
 
-def run_detr_style(req: Request, videos, out, *, folder, model_module, published_roberta,
-                   script, pth, png) -> None:  # fmt: skip
+def run_detr_style(req: Request, videos, out, drv) -> None:
     """MUTR and ReferFormer (ReferFormer-derived codebases): the pth worker, then the PNG
-    worker if asked. ``pth``/``png`` = (worker module, flags, parser has --version)."""
-    with upstream_code(req, folder):
-        runs = [("pth", pth, pth_run)] + ([("png", png, png_run)] if req.png_run else [])
-        for key, (worker_name, flags, with_version), call in runs:
+    worker if asked. ``drv`` is the driver module: FOLDER, MODEL_MODULE, PUBLISHED_ROBERTA,
+    SCRIPT, PTH_WORKER/PTH_FLAGS, PNG_WORKER/PNG_FLAGS, PTH_PARSER_HAS_VERSION."""
+    runs = [("pth", drv.PTH_WORKER, drv.PTH_FLAGS, drv.PTH_PARSER_HAS_VERSION, pth_run)]
+    if req.png_run:
+        runs.append(("png", drv.PNG_WORKER, drv.PNG_FLAGS, False, png_run))
+    with upstream_code(req, drv.FOLDER):
+        for key, worker_name, flags, with_version, call in runs:
             worker = import_worker(worker_name)
             redirect_from_pretrained(
-                importlib.import_module(model_module), ("RobertaTokenizerFast", "RobertaModel"),
-                published_roberta, roberta_dir(req),
+                importlib.import_module(drv.MODEL_MODULE), ("RobertaTokenizerFast", "RobertaModel"),
+                drv.PUBLISHED_ROBERTA, roberta_dir(req),
             )  # fmt: skip
-            args = detr_args(req, script, flags, with_version)
+            args = detr_args(req, drv.SCRIPT, flags, with_version)
             build_once(worker, args.seed, f"{key}:{req.checkpoint}:{req.device}")
             call(req, videos, out, worker, args)
