@@ -5,8 +5,8 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 KIT := $(VENV)/bin/rvos-kit
 STAMP := $(VENV)/.rvos-kit-installed
-# The published models' own environment, for tests/test_infer_upstream.py (spec
-# inference.md 12): torch 2.14.1 + torchvision from local disk, numpy<2, ...
+# The published models' own environment, for tests/test_infer_upstream.py:
+# torch 2.14.1 + torchvision from local disk, numpy<2, ... (requirements-upstream.txt).
 UPSTREAM_VENV ?= .venv-upstream
 UPSTREAM_STAMP := $(UPSTREAM_VENV)/.rvos-kit-installed
 PYTEST_ARGS ?=

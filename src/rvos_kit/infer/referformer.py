@@ -26,7 +26,7 @@ PNG_FLAGS = ["--with_box_refine", "--binary", "--freeze_text_encoder",
 
 SCRIPT = "ReferFormer inference script"
 PTH_WORKER, PNG_WORKER = "inference_ytvos_for_ensemble", "inference_ytvos"
-PTH_PARSER_HAS_VERSION = False  # its __main__ adds no --version (scripts/ensemble_test.sh passes one)
+PTH_PARSER_HAS_VERSION = False  # its __main__ adds no --version
 
 check = swin.check_roberta
 
