@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import os
 import random
 import sys
@@ -112,21 +113,30 @@ def upstream_code(req: Request, folder: str, trusted_files: tuple[Path, ...] = (
     real_load, real_set_device = torch.load, torch.cuda.set_device
     ckpt = os.path.realpath(req.checkpoint)
     trusted = {os.path.realpath(p) for p in trusted_files} | {ckpt}
+    # named parameters only: torch 1.x passes unknown keywords on to pickle
+    named = inspect.signature(real_load).parameters
+    can_mmap = "mmap" in named  # torch >= 2.1
 
     def load(f, *args, **kwargs):
         key = os.path.realpath(f) if isinstance(f, (str, os.PathLike)) else None
         if key not in trusted:
             return real_load(f, *args, **kwargs)
-        kwargs["weights_only"] = False
+        if "weights_only" in named:  # torch >= 1.13; defaults to True from 2.6
+            kwargs["weights_only"] = False
         if req.device == "cpu" and not args:
             kwargs.setdefault("map_location", "cpu")
         if key != ckpt:
             return real_load(f, *args, **kwargs)
         if ("checkpoint", key) not in _CACHE:
-            try:  # memory-mapped: the cached copy costs page cache, not heap
-                _CACHE[("checkpoint", key)] = real_load(f, *args, mmap=True, **kwargs)
-            except RuntimeError:  # a legacy (non-zip) torch.save file cannot be mapped
-                _CACHE[("checkpoint", key)] = real_load(f, *args, **kwargs)
+            loaded = None
+            if can_mmap:
+                try:  # memory-mapped: the cached copy costs page cache, not heap
+                    loaded = real_load(f, *args, mmap=True, **kwargs)
+                except RuntimeError:  # a legacy (non-zip) torch.save file cannot be mapped
+                    loaded = None
+            _CACHE[("checkpoint", key)] = (
+                loaded if loaded is not None else real_load(f, *args, **kwargs)
+            )
         return _CACHE[("checkpoint", key)]
 
     cwd = os.getcwd()
