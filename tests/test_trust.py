@@ -552,3 +552,18 @@ def test_verify_into_a_closed_pipe_is_quiet(tmp_path):
     err = p.stderr.read().decode()
     p.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_a_kill_between_the_commit_renames_puts_the_previous_output_back(tmp_path, capsys):
+    from rvos_kit.errors import KitError
+    from rvos_kit.staging import StagedTree
+
+    out = tmp_path / "out"
+    with StagedTree(out) as st:
+        (st.path / "a.png").write_bytes(b"previous")
+    os.replace(out, tmp_path / ".out.old-4242")  # killed after moving it aside
+    with pytest.raises(KitError):
+        with StagedTree(out):
+            raise KitError("bad input")
+    assert (out / "a.png").read_bytes() == b"previous" and "put back" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.rvos-kit", "out"]

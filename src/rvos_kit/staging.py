@@ -20,8 +20,10 @@ through :class:`StagedTree`:
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from .errors import KitError
@@ -147,7 +149,17 @@ class StagedTree:
         self.lock = OutputLock(self.out_root, flag)
 
     def _clean_leftovers(self) -> None:
-        """Staging and swap folders of earlier runs that were killed (we hold the lock)."""
+        """Staging and swap folders of earlier runs that were killed (we hold the lock).
+        A run killed between the two renames of its commit left the output moved aside
+        (``.<name>.old-<pid>``) and none in place: that previous output is put back."""
+        name = self.out_root.name
+        if not (self.out_root.exists() or self.out_root.is_symlink()):
+            olds = [p for p in self.out_root.parent.glob(f".{glob.escape(name)}.old-*")
+                    if p.is_dir() and not p.is_symlink()]  # fmt: skip
+            if len(olds) == 1:
+                os.replace(olds[0], self.out_root)
+                print(f"note: {self.shown}: put back the previous output (a run was killed "
+                      "while replacing it)", file=sys.stderr)  # fmt: skip
         remove_leftovers(self.out_root, ".partial-", ".old-", keep=self.path)
 
     def __enter__(self) -> StagedTree:
