@@ -127,11 +127,18 @@ def _computed_propagations(pl: Pipeline):
 def check_downloads(pl: Pipeline) -> Iterable[str]:
     names = needed_downloads(pl)
     if names:
+        lock = pl.builder.lock()
+        unpinned = [n for n in names if lock.get(n).sha256 is None]
+        record = (
+            f" --record` (the lock has no sha256 for {len(unpinned)} of them yet: trust on "
+            "first use, then commit the lock;"
+            if unpinned else "` ("
+        )  # fmt: skip
         yield (
             f"downloads: {len(names)} file(s) of checkpoints.lock not here ({', '.join(names)}). "
-            f"Run `rvos-kit fetch --params {pl.cmd_path(pl.params_path.name)}` on a machine "
-            "that reaches Google Drive / Hugging Face (or place the files; `rvos-kit verify` "
-            "checks them)"
+            f"Run `rvos-kit fetch --params {pl.cmd_path(pl.params_path.name)}{record} on a "
+            "machine that reaches Google Drive / Hugging Face; or place the files, "
+            "`rvos-kit verify` checks them)"
         )
 
 
