@@ -12,6 +12,9 @@ UPSTREAM_STAMP := $(UPSTREAM_VENV)/.rvos-kit-installed
 PYTEST_ARGS ?=
 # Pipelines run with the kit's environment first on PATH; DVC never phones home.
 RUN := PATH="$(abspath $(VENV))/bin:$$PATH" DVC_NO_ANALYTICS=1
+# The demo's propagate stages (scale.address: local) share one local Ray started for the
+# whole run instead of each starting its own (docs/scale.md).
+ONE_RAY := $(PY) -m rvos_kit.scale --
 
 .PHONY: help venv upstream-venv test lint lock lock-upstream bench clean demo demo-check \
 	reproduce audit dag images base-image readme
@@ -62,7 +65,7 @@ dag: $(STAMP) ## regenerate every dvc.yaml from its params.yaml
 
 demo: $(STAMP) ## the whole DAG on a generated sample (CPU): J&F table, HTML report, plot
 	$(RUN) rvos-kit dag --params demo/params.yaml
-	$(RUN) dvc repro demo/dvc.yaml
+	$(RUN) $(ONE_RAY) dvc repro demo/dvc.yaml
 	@echo; echo "J&F per node (demo/outputs/metrics/summary.csv):"; cat demo/outputs/metrics/summary.md
 	@echo; echo "submission: $$(cat demo/submission.sha256)"
 	@echo "report (self-contained, opens offline): demo/outputs/report/index.html"
@@ -72,7 +75,7 @@ demo-check: $(STAMP) ## run the demo from scratch; fail if any output hash diffe
 	test -f demo/dvc.lock && cp demo/dvc.lock .demo-check.lock
 	rm -rf demo/outputs demo/sample
 	$(RUN) rvos-kit dag --params demo/params.yaml --check
-	$(RUN) dvc repro --force demo/dvc.yaml
+	$(RUN) $(ONE_RAY) dvc repro --force demo/dvc.yaml
 	$(RUN) rvos-kit dag --params demo/params.yaml --compare-outs .demo-check.lock
 	git diff --exit-code --stat -- demo/submission.sha256 demo/outputs/metrics
 	@rm -f .demo-check.lock; echo "demo reproduced byte for byte: $$(cat demo/submission.sha256)"

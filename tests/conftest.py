@@ -89,3 +89,28 @@ def upstream(tmp_path_factory) -> Path:
     for rel, blob in shared.items():
         assert git_blob_id(top / rel) == blob, rel
     return top
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One real local Ray for the whole session (its start-up costs seconds): 2 CPUs and
+    2 logical GPUs, so that GPU shards are scheduled (and given CUDA_VISIBLE_DEVICES) on
+    this CPU machine. Sharded verbs called in this process use it as it is; a child
+    process joins it with scale.address = the returned address."""
+    import logging
+
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=2,
+        num_gpus=2,
+        include_dashboard=False,
+        object_store_memory=128 * 1024 * 1024,
+        namespace="rvos-kit-tests",
+        logging_level=logging.WARNING,
+    )
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()

@@ -228,7 +228,7 @@ def test_cli_shard_and_merge(fake, data, upstream, monkeypatch, capsys):
               "--pretrained", str(data.pretrained), "--device", "cpu"]  # fmt: skip
     for i in (1, 2):
         assert main(["infer", *common, "--shard", f"{i}/2", "--out", str(data.tmp / f"c{i}")]) == 0
-    assert main(["infer", *common, "--out", str(data.tmp / "all")]) == 0
+    assert main(["infer", *common, "--shard", "1/1", "--out", str(data.tmp / "all")]) == 0
     assert main(["infer-merge", str(data.tmp / "c1"), str(data.tmp / "c2"), "--meta",
                  str(data.meta), "--out", str(data.tmp / "m")]) == 0  # fmt: skip
     assert tree_bytes(data.tmp / "m") == tree_bytes(data.tmp / "all")

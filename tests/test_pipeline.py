@@ -140,11 +140,14 @@ def _ran(out: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def dvc_repo(tmp_path_factory):
-    """A git + DVC repository holding the demo pipeline on a smaller sample, already run."""
+def dvc_repo(tmp_path_factory, ray_cluster):
+    """A git + DVC repository holding the demo pipeline on a smaller sample, already run.
+    Its propagate stages join the session's Ray (scale.address) instead of each starting
+    one."""
     repo = tmp_path_factory.mktemp("repo")
     p = yaml.safe_load((REPO / "demo/params.yaml").read_text())
     p["sample"].update(videos=3, frames=5)
+    p["scale"]["address"] = ray_cluster
     p["paths"]["lock"] = "checkpoints.lock"
     p["paths"]["code"] = str(REPO / "src/rvos_kit")
     (repo / "pipe").mkdir()
@@ -227,3 +230,24 @@ def test_params_edit_without_dag_fails_loudly_instead_of_drifting(dvc_repo):
         rec["params"]["params.yaml"]["fusion.final"]["pair_threshold"]
         == (p["fusion"]["final"]["pair_threshold"])
     )
+
+
+def test_changing_scale_reruns_nothing(dvc_repo):
+    """The shard count, the Ray address and the needs change how propagation runs, not
+    its bytes: no stage depends on them, dvc.yaml does not change, nothing re-runs."""
+    repo = dvc_repo
+    params = repo / "pipe/params.yaml"
+    dvc_yaml = (repo / "pipe/dvc.yaml").read_text()
+    p = yaml.safe_load(params.read_text())
+    p["scale"].update(shards=3, max_retries=5, needs={"flow": {"cpus": 2}})
+    params.write_text(yaml.safe_dump(p, sort_keys=False))
+    assert render(params) == dvc_yaml
+    # only the preflight check, which depends on the whole params file, runs again
+    assert _ran(_dvc(repo, "repro", "pipe/dvc.yaml")) <= {"preflight"}
+    assert "up to date" in _dvc(repo, "status", "pipe/dvc.yaml")
+    # and a forced re-run with 3 shards writes the same bytes (DVC checks the hashes)
+    before = tree_bytes(repo / "pipe/outputs/propagated/aot/soc")
+    out = _dvc(repo, "repro", "--force", "--single-item", "pipe/dvc.yaml:propagate_aot_soc")
+    assert "in 3 shards" in out
+    assert tree_bytes(repo / "pipe/outputs/propagated/aot/soc") == before
+    assert "up to date" in _dvc(repo, "status", "pipe/dvc.yaml")

@@ -115,6 +115,10 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max(1, (a | b).sum()))
 
 
+# The CLI runs a whole stage through Ray (rvos_kit.scale): one local cluster per session.
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
 def run_cli(argv) -> int:
     return main(argv)
 

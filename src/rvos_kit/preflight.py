@@ -58,7 +58,8 @@ class Pipeline:
         return (self.p.get("runner") or {}).get("mode", "native")
 
     def docker_stages(self) -> list[tuple[str, str, list[str]]]:
-        """(stage, verb, args) of every stage that goes through `rvos-kit run`."""
+        """(stage, verb, args) of every stage that goes through `rvos-kit run`, and of
+        the sharded stages (propagate, infer), whose shards run in the image (scale.py)."""
         out = []
         for name, s in self.stages.items():
             words = shlex.split(s["cmd"])
@@ -66,6 +67,8 @@ class Pipeline:
                 i = words.index("--")
                 stage = words[words.index("--stage") + 1] if "--stage" in words[:i] else None
                 out.append((stage or name, words[i + 1], words[i + 2 :]))
+            elif words[:2] in (["rvos-kit", "propagate"], ["rvos-kit", "infer"]):
+                out.append((words[1], words[1], words[2:]))
         return out
 
 
@@ -309,7 +312,20 @@ def check_docker(pl: Pipeline) -> Iterable[str]:
     for image in images:
         r = _run([docker, "image", "inspect", "--format", "{{.Id}}", image])
         if r is None or r.returncode != 0:
-            yield f"image {image}: not built on this machine; run `make images` {docs}"
+            yield (
+                f"image {image}: not built on this machine; run `make images` {docs} (and on "
+                "every Ray node that runs shards, docs/scale.md)"
+            )
+
+
+def check_scale(pl: Pipeline) -> Iterable[str]:
+    """``scale:`` well formed (it is read when the sharded stages run)."""
+    from .scale import scale_settings
+
+    try:
+        scale_settings(pl.p, str(pl.params_path))
+    except KitError as e:
+        yield str(e)
 
 
 # Run in this order; issue-specific checks (e.g. per-model inference needs) append here.
@@ -322,6 +338,7 @@ CHECKS: list[Check] = [
     check_infer,
     check_cuda,
     check_docker,
+    check_scale,
 ]
 
 

@@ -68,10 +68,22 @@ def _videos(args) -> list[str] | None:
 
 
 def run_infer(args) -> int:
+    """One shard (``--videos``, ``--shard``) or a whole stage inside an image (a stage
+    that ``rvos-kit run`` starts in its container runs there in one process) in this
+    process; else the whole stage as shards on Ray (:func:`_run_sharded`)."""
+    import os
+
     from ..errors import KitError
+    from ..runner import IN_CONTAINER_ENV
     from .core import load_meta_file
 
     videos = _videos(args)
+    inside = os.environ.get(IN_CONTAINER_ENV) == "1"
+    if videos is None and args.shard is None and not inside:  # the whole stage: on Ray
+        return _run_sharded(args)
+    from ..scale import child_setup
+
+    child_setup()  # a no-op unless this process is a shard started by rvos_kit.scale
     if args.shard is not None:
         meta, _ = load_meta_file(args.meta)
         videos = [v.name for v in select_videos(meta, videos, args.shard)]
@@ -90,6 +102,62 @@ def run_infer(args) -> int:
         f"infer {args.model}: {r['masks']} masks of {r['videos']} videos -> "
         f"{args.out}/Annotations/, scores.json{extra}"
     )
+    return 0
+
+
+def _run_sharded(args) -> int:
+    """Every video of meta, as shards on Ray (:mod:`rvos_kit.scale`); each shard is this
+    verb with ``--videos``, the shards are joined by :func:`merge_shards`."""
+    import hashlib
+    import os
+    from pathlib import Path
+
+    from .. import scale
+    from ..errors import KitError
+    from ..runner import IN_CONTAINER_ENV, check_docker, image_key, load_settings
+    from .core import _check_frames, _check_out, load_meta_file
+
+    if args.chunk_videos < 1:
+        raise KitError("--chunk-videos must be >= 1")
+    params = scale.stage_params(args)
+    settings = scale.settings_from_args(args, "infer")
+    meta, _ = load_meta_file(args.meta)
+    _check_frames(Path(args.images), list(meta))
+    _check_out(Path(args.out))
+    for what, path in (("--checkpoint", args.checkpoint), ("--pretrained", args.pretrained)):
+        if not Path(path).exists():
+            raise KitError(f"{path}: {what} not found")
+    base = ["infer", "--model", args.model, "--meta", args.meta, "--images", args.images,
+            "--split", args.split, "--upstream", args.upstream, "--checkpoint", args.checkpoint,
+            "--pretrained", args.pretrained, "--device", args.device,
+            "--chunk-videos", str(args.chunk_videos)]  # fmt: skip
+    base += ["--png-run"] * bool(args.png_run)
+    record = {
+        "verb": base,
+        "cwd": os.getcwd(),
+        "meta": hashlib.sha256(Path(args.meta).read_bytes()).hexdigest(),
+    }
+    image = runner = None
+    rs = load_settings(params) if params else None
+    if rs is not None and rs.mode == "docker" and os.environ.get(IN_CONTAINER_ENV) != "1":
+        key = image_key(rs, "infer", base[1:], f"infer_{args.model}")
+        if key is not None:
+            image, runner = rs.images[key], rs
+            check_docker(image)
+    stage = scale.ShardedStage(
+        name=f"infer {args.model} -> {Path(args.out).name}",
+        kind="infer",
+        out=Path(args.out),
+        weights=[(v.name, len(v.frames) * len(v.exp_ids)) for v in meta],
+        record=record,
+        argv=lambda vids: list(base),
+        merge=lambda dirs, out: merge_shards(dirs, args.meta, out),
+        complete=lambda d, vids: (d / "scores.json").is_file(),
+        image=image,
+        runner=runner,
+    )
+    r = scale.run_sharded(stage, settings)
+    print(f"infer {args.model}: {r.describe()} -> {args.out}")
     return 0
 
 
@@ -131,6 +199,9 @@ def register(sub) -> None:
     p.add_argument(
         "--shard", type=_shard, metavar="I/N", help="only part I of N (contiguous, meta order)"
     )
+    from ..scale import add_arguments  # without --videos / --shard: every video, on Ray
+
+    add_arguments(p)
     p.add_argument(
         "--png-run",
         action="store_true",

@@ -158,6 +158,29 @@ def resume_key(images, annotations, keyframes, meta, backend) -> dict[str, str]:
     }
 
 
+def select_videos(meta: Meta, names) -> Meta:
+    """The videos ``names`` of meta (in meta order); an unknown name is an error."""
+    wanted = set(names)
+    unknown = sorted(wanted.difference(v.name for v in meta))
+    if unknown:
+        raise KitError(f"--videos: {unknown[0]!r} is not a video of meta")
+    return Meta(tuple(v for v in meta if v.name in wanted))
+
+
+def check_inputs(images: Path, annotations: Path, keyframes: Path, meta: Meta, out: Path):
+    """Everything checkable before work starts (names, key frames, JPEGs, no overlap of
+    the output with an input); returns the key frames."""
+    out_abs = out.resolve()
+    for name, p in (("--annotations", annotations), ("--images", images)):
+        p_abs = p.resolve()
+        if out_abs == p_abs or p_abs in out_abs.parents or out_abs in p_abs.parents:
+            raise KitError(f"{out}: output overlaps the {name} tree {p}; choose another --out")
+    keys = read_key_frames(keyframes, meta)
+    check_tree(annotations, meta)
+    check_images(images, meta)
+    return keys
+
+
 def _remove_temp_files(staging: Path) -> None:
     """Temp files of atomic writes interrupted by a kill (``.<name>.tmp-<pid>``)."""
     for p in staging.rglob(".*.tmp-*"):
@@ -174,12 +197,15 @@ def propagate(
     backend,
     workers: int = 1,
     progress: bool = True,
+    videos=None,
+    on_video=None,
 ) -> PropagateSummary:
     """Propagate every expression of ``meta`` from its key frame into the tree ``out``.
 
     ``backend``: from :func:`make_backend`. ``workers``: processes over videos for the
     ``flow`` backend; frame-decoding threads for ``aot`` / ``deaot`` (one network, in this
-    process)."""
+    process). ``videos``: only these videos of meta (a shard, see :mod:`rvos_kit.scale`);
+    ``on_video(name)`` is called as each video is complete."""
     images, annotations, out, keyframes = (
         Path(images),
         Path(annotations),
@@ -190,19 +216,15 @@ def propagate(
     if not isinstance(meta, Meta):
         meta_path = Path(meta)
         meta = load_meta(meta_path)
-    out_abs = out.resolve()
-    for name, p in (("--annotations", annotations), ("--images", images)):
-        p_abs = p.resolve()
-        if out_abs == p_abs or p_abs in out_abs.parents or out_abs in p_abs.parents:
-            raise KitError(f"{out}: output overlaps the {name} tree {p}; choose another --out")
-    keys = read_key_frames(keyframes, meta)
-    check_tree(annotations, meta)
-    check_images(images, meta)
+    if videos is not None:
+        meta = select_videos(meta, videos)
+    keys = check_inputs(images, annotations, keyframes, meta, out)
 
     staged = StagedTree(out, resume=True)
     record_path = staged.path.with_name(staged.path.name + ".json")
+    # a shard (``videos``) digests only its own inputs
     record = {"stage": "propagate", "inputs": resume_key(images, annotations, keyframes,
-                                                          meta_path or meta, backend)}  # fmt: skip
+              meta if videos is not None else meta_path or meta, backend)}  # fmt: skip
 
     total = sum(len(v.exp_ids) for v in meta)
     propagated = copied = written = resumed = 0
@@ -257,12 +279,16 @@ def propagate(
                     for job in full:
                         p, c, n = _process_video(job, bar.update)
                         propagated, copied, written = propagated + p, copied + c, written + n
+                        if on_video is not None:
+                            on_video(job[2].name)
                 else:
                     name = lambda j: f"video {j[2].name}"  # noqa: E731
                     results = pool.imap(_run_job, full, workers, name)
                     for (p, c, n), job in zip(results, full, strict=True):
                         propagated, copied, written = propagated + p, copied + c, written + n
                         bar.update(len(job[3]))
+                        if on_video is not None:
+                            on_video(job[2].name)
     except KitError:
         record_path.unlink(missing_ok=True)
         raise
@@ -309,14 +335,83 @@ def run(args) -> int:
             trust_checkpoint=args.trust_checkpoint,
         )
         workers = args.workers or 2
-    s = propagate(
-        args.images, args.annotations, args.keyframes, args.meta, args.out, backend, workers
+    if args.videos is not None:  # one shard, in this process (what a Ray task runs)
+        from ..scale import child_setup, video_done
+
+        child_setup()
+        s = propagate(
+            args.images, args.annotations, args.keyframes, args.meta, args.out, backend,
+            workers, progress=False, videos=args.videos, on_video=video_done,
+        )  # fmt: skip
+        print(
+            f"propagated {s.propagated} expressions, copied {s.copied_empty} with an empty "
+            f"key frame ({s.masks} PNGs) -> {args.out}"
+        )
+        return 0
+    return _run_sharded(args, backend)
+
+
+def _backend_args(args) -> list[str]:
+    """The backend's options as given (for a shard's command line)."""
+    if args.backend == "flow":
+        return ["--flow-preset", args.flow_preset, "--flow-max-side", str(args.flow_max_side)]
+    out = ["--scales", ",".join(repr(x) for x in args.scales)]
+    out += ["--flip" if args.flip else "--no-flip", "--max-long-side", repr(args.max_long_side)]
+    for opt, v in (("--model", args.model), ("--checkpoint", args.checkpoint),
+                   ("--random-weights", args.random_weights), ("--device", args.device),
+                   ("--long-term-gap", args.long_term_gap)):  # fmt: skip
+        if v is not None:
+            out += [opt, str(v)]
+    out += ["--no-amp"] * bool(args.no_amp) + ["--trust-checkpoint"] * bool(args.trust_checkpoint)
+    return out
+
+
+def _run_sharded(args, backend) -> int:
+    """The whole stage: inputs checked here once, then shards of videos on Ray
+    (:mod:`rvos_kit.scale`), merged into ``--out`` atomically."""
+    from .. import scale
+    from ..runner import IN_CONTAINER_ENV, image_key, load_settings
+
+    params = scale.stage_params(args)
+    settings = scale.settings_from_args(args, backend.name)
+    images, annotations = Path(args.images), Path(args.annotations)
+    keyframes, meta_path, out = Path(args.keyframes), Path(args.meta), Path(args.out)
+    meta = load_meta(meta_path)
+    check_inputs(images, annotations, keyframes, meta, out)
+    kind = backend.name
+    needs = settings.needs_of(kind)
+    threads = max(1, int(needs.cpus)) if kind == "flow" else (args.workers or 2)
+    base = ["propagate", "--images", args.images, "--annotations", args.annotations,
+            "--keyframes", args.keyframes, "--meta", args.meta, "--backend", args.backend,
+            *_backend_args(args), "--workers", str(threads)]  # fmt: skip
+    image = runner = None
+    rs = load_settings(params) if params else None
+    if rs is not None and rs.mode == "docker" and os.environ.get(IN_CONTAINER_ENV) != "1":
+        key = image_key(rs, "propagate", base[1:], "propagate")
+        if key is not None:
+            from ..runner import check_docker
+
+            image, runner = rs.images[key], rs
+            check_docker(image)  # this node; docs/scale.md: pre-pull on the others
+    stage = scale.ShardedStage(
+        name=f"propagate {kind} -> {out.name}",
+        kind=kind,
+        out=out,
+        weights=[(v.name, len(v.frames) * len(v.exp_ids)) for v in meta],
+        record=lambda videos: {
+            "stage": "propagate",
+            "inputs": resume_key(
+                images, annotations, keyframes, select_videos(meta, videos), backend
+            ),
+        },  # fmt: skip
+        argv=lambda videos: list(base),
+        merge=scale.tree_merge,
+        complete=scale.tree_complete,
+        image=image,
+        runner=runner,
     )
-    print(
-        f"propagated {s.propagated} expressions, copied {s.copied_empty} with an empty key "
-        f"frame{f', {s.resumed} already done' if s.resumed else ''} ({s.masks} PNGs) "
-        f"-> {args.out}"
-    )
+    r = scale.run_sharded(stage, settings)
+    print(f"propagated {r.describe()} -> {args.out}")
     return 0
 
 
@@ -358,6 +453,15 @@ def register(sub) -> None:
         type=positive_int,
         help="flow: processes over videos (default: cores); aot/deaot: frame-decoding "
         "threads (default 2)",
+    )
+    from ..scale import add_arguments
+
+    add_arguments(p)
+    p.add_argument(
+        "--videos",
+        type=lambda t: [v for v in t.split(",") if v],
+        metavar="V1,V2",
+        help="only these videos, in this process, without Ray (what each shard runs)",
     )
     g = p.add_argument_group("aot / deaot")
     g.add_argument(
