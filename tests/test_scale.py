@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 from conftest import tree_bytes
 from test_infer import data, fake_driver, upstream  # noqa: F401 (fixtures)
 from test_propagate import cli_args, make_dataset
@@ -25,6 +26,7 @@ from test_propagate import cli_args, make_dataset
 from rvos_kit.cli import main
 from rvos_kit.errors import KitError
 from rvos_kit.infer import core
+from rvos_kit.params import check_params
 from rvos_kit.propagate import propagate
 from rvos_kit.propagate.flow_backend import FlowBackend
 from rvos_kit.runner import Settings, docker_argv
@@ -42,6 +44,7 @@ from rvos_kit.scale import (
     stage_params,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 # Six videos of different lengths and expression counts (so that frame-balanced shards
@@ -268,3 +271,18 @@ def test_stage_params_only_for_generated_stages(tmp_path, monkeypatch):
     over = types.SimpleNamespace(scale_shards=2, scale_gpus=1.0, scale_cpus=None)
     s = settings_from_args(over, "flow")
     assert (s.shards, s.needs_of("flow").gpus, s.needs_of("flow").cpus) == (2, 1.0, 1)
+
+
+def test_params_schema_knows_scale():
+    """The strict params schema accepts the scale section of the shipped params files and
+    names a bad key or value in it."""
+    base = yaml.safe_load((REPO / "demo/params.yaml").read_text())
+    assert check_params(base) is not None and base["scale"]["address"] == "local"
+    for bad, needle in (
+        ({"shards": 0}, "shards"),
+        ({"shards": 2, "videos_per_shard": 3}, "not both"),
+        ({"needs": {"aot": {"gpus": -1}}}, "gpus"),
+        ({"retries": 1}, "retries"),
+    ):
+        with pytest.raises(KitError, match=needle):
+            check_params({**base, "scale": bad})

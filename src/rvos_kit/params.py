@@ -190,6 +190,40 @@ class AuditSection(Section):
     report: Path_ | None = None
 
 
+class ScaleNeedsSection(Section):
+    """What one shard asks Ray for; an absent key keeps the kind's default."""
+
+    gpus: Union[int, float, None] = Field(None, ge=0)  # noqa: UP007
+    cpus: Union[int, float, None] = Field(None, ge=0)  # noqa: UP007
+
+
+class ScaleLocalSection(Section):
+    """The embedded Ray of ``address: local``."""
+
+    cpus: int | None = Field(None, ge=1)
+    gpus: int | None = Field(None, ge=0)
+
+
+class ScaleSection(Section):
+    """Sharding on Ray (rvos_kit.scale, docs/scale.md): how, never what, so no stage
+    depends on it."""
+
+    address: str = Field("local", min_length=1)
+    shards: Union[int, Literal["auto"]] = "auto"  # noqa: UP007
+    videos_per_shard: int | None = Field(None, ge=1)
+    max_retries: int = Field(2, ge=0)
+    needs: dict[str, ScaleNeedsSection] | None = None
+    local: ScaleLocalSection | None = None
+
+    @model_validator(mode="after")
+    def _shards(self):
+        if isinstance(self.shards, int) and self.shards < 1:
+            raise ValueError("shards: auto or a number >= 1")
+        if self.videos_per_shard is not None and self.shards != "auto":
+            raise ValueError("give shards or videos_per_shard, not both")
+        return self
+
+
 class Params(Section):
     compat: _lit(COMPAT_MODES) = "challenge2023"
     data: DataSection
@@ -204,6 +238,7 @@ class Params(Section):
     fusion: dict[str, FusionSection] | None = None
     submission: SubmissionSection | None = None
     audit: AuditSection | None = None
+    scale: ScaleSection | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self):
