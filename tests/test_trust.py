@@ -107,7 +107,10 @@ def test_sigint_then_changed_input_discards_the_partial_work(tmp_path):
     make_dataset(tmp_path, videos)
     argv = ["propagate", "--images", tmp_path / "JPEGImages", "--annotations",
             tmp_path / "Annotations", "--keyframes", tmp_path / "key_frame.json", "--meta",
-            tmp_path / "meta.json", "--backend", "flow", "--workers", "1"]  # fmt: skip
+            tmp_path / "meta.json", "--backend", "flow", "--workers", "1",
+            "--videos", ",".join(videos)]  # fmt: skip
+    # --videos: the videos in this process (the whole stage runs as shards on Ray, whose
+    # resume is per shard: test_scale)
     p = _kit(*argv, "--out", tmp_path / "out")
     staging = tmp_path / ".out.partial"
     t0 = time.monotonic()
