@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import tree_bytes
-from test_infer import data, fake_driver, upstream  # noqa: F401 (fixtures)
+from test_infer import data, fake_driver  # noqa: F401 (a fixture)
 from test_propagate import cli_args, make_dataset
 
 from rvos_kit.cli import main
