@@ -68,9 +68,10 @@ def _videos(args) -> list[str] | None:
 
 
 def run_infer(args) -> int:
-    """One shard (``--videos``, ``--shard``) or a whole stage inside an image (a stage
-    that ``rvos-kit run`` starts in its container runs there in one process) in this
-    process; else the whole stage as shards on Ray (:func:`_run_sharded`)."""
+    """One shard (``--videos``, ``--shard``), or a whole stage where there is no Ray (in an
+    image, where ``rvos-kit run`` starts it), in this process; else the whole stage as
+    shards on Ray (:func:`_run_sharded`)."""
+    import importlib.util
     import os
 
     from ..errors import KitError
@@ -78,8 +79,9 @@ def run_infer(args) -> int:
     from .core import load_meta_file
 
     videos = _videos(args)
-    inside = os.environ.get(IN_CONTAINER_ENV) == "1"
-    if videos is None and args.shard is None and not inside:  # the whole stage: on Ray
+    # an image, or the upstream code's own environment, has no Ray: in process there
+    here = os.environ.get(IN_CONTAINER_ENV) == "1" or importlib.util.find_spec("ray") is None
+    if videos is None and args.shard is None and not here:  # the whole stage: on Ray
         return _run_sharded(args)
     from ..scale import child_setup
 
