@@ -85,8 +85,11 @@ reproduce: $(STAMP) ## the real pipeline (params.yaml): checks inputs, then dvc 
 	$(RUN) rvos-kit dag --params params.yaml
 	$(RUN) dvc repro dvc.yaml
 
-audit: $(STAMP) ## download the released trees, recompute stage 2 from them and compare
-	$(RUN) rvos-kit fetch --params audit/params.yaml
+audit: $(STAMP) ## download the released trees (first use: RECORD=1 pins their hashes), recompute stage 2 and compare
+	@$(RUN) rvos-kit fetch --params audit/params.yaml $(if $(RECORD),--record) || { \
+	  echo "audit: downloads not verified. If the lines above say UNVERIFIED, checkpoints.lock"; \
+	  echo "has no sha256 for them yet: 'make audit RECORD=1' downloads them and pins the hashes"; \
+	  echo "it got (trust on first use; commit checkpoints.lock afterwards)."; exit 1; }
 	@$(RUN) rvos-kit preflight --params audit/params.yaml
 	$(RUN) rvos-kit dag --params audit/params.yaml
 	$(RUN) dvc repro audit/dvc.yaml || { echo "audit: disagreements found, see audit/outputs/report/index.html"; exit 1; }
