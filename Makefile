@@ -22,7 +22,7 @@ ONE_RAY := $(PY) -m rvos_kit.scale --
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
 
-$(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
+$(STAMP): pyproject.toml setup.py src/rvos_kit/_unfilter.c constraints.txt requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q pip==26.3
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'

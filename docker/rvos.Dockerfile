@@ -34,7 +34,7 @@ ENV PATH=/opt/venv/bin:$PATH VIRTUAL_ENV=/opt/venv PIP_DISABLE_PIP_VERSION_CHECK
 # ---- kit-wheel: the kit (pure Python) as a wheel, built by its pinned build backend ------
 FROM python AS kit-wheel
 COPY docker/kit-build.lock /opt/rvos-kit/docker/
-COPY pyproject.toml README.md /opt/rvos-kit/source/
+COPY pyproject.toml setup.py README.md /opt/rvos-kit/source/
 COPY src /opt/rvos-kit/source/src
 RUN python -m venv /tmp/build \
  && /tmp/build/bin/pip install --no-cache-dir --require-hashes --no-deps --only-binary :all: \

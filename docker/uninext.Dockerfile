@@ -33,12 +33,12 @@ ENV PATH=/opt/venv/bin:$PATH VIRTUAL_ENV=/opt/venv PIP_DISABLE_PIP_VERSION_CHECK
 FROM base AS kit-wheel
 COPY docker/downloads.lock docker/bootstrap.lock docker/kit-build.lock docker/*.sh \
      /opt/rvos-kit/docker/
-COPY pyproject.toml README.md /opt/rvos-kit/source/
+COPY pyproject.toml setup.py README.md /opt/rvos-kit/source/
 COPY src /opt/rvos-kit/source/src
 RUN /opt/rvos-kit/docker/install-python.sh 3.10.22 /tmp/build \
  && /tmp/build/bin/pip install --no-cache-dir --require-hashes --no-deps --only-binary :all: \
         -r /opt/rvos-kit/docker/kit-build.lock \
- && /tmp/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --no-index \
+ && RVOS_KIT_PURE=1 /tmp/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --no-index \
         -w /opt/rvos-kit/wheel /opt/rvos-kit/source
 
 # ---- env: the locked Python stack (uninext.lock) --------------------------------------------

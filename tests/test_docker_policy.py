@@ -252,7 +252,9 @@ def test_python_versions_match_the_locks():
         assert version.startswith(IMAGE_PYTHON[name] + ".")
         assert f"cpython-{version}" in downloads
         assert f"# Python {IMAGE_PYTHON[name]}," in (DOCKER / f"{name}.lock").read_text()
-    # the uninext kit-wheel stage builds with its own 3.10
+    # the uninext kit-wheel stage builds with its own 3.10, so its wheel must be pure
+    # Python (setup.py: RVOS_KIT_PURE=1 leaves out the compiled unfilter)
+    assert "RVOS_KIT_PURE=1 /tmp/build/bin/pip wheel" in DOCKERFILES["uninext"].read_text()
     assert re.search(r"install-python\.sh (3\.10\.\d+)", DOCKERFILES["uninext"].read_text())
     v = re.search(r"install-python\.sh (3\.10\.\d+)", DOCKERFILES["uninext"].read_text())[1]
     assert f"cpython-{v}" in downloads
@@ -547,10 +549,18 @@ def test_dockerignore_keeps_data_and_secrets_out():
         "demo/outputs/submission.zip",
         "audit/outputs/report/index.html",
         "src/rvos_kit/__pycache__/cli.cpython-311.pyc",
+        "src/rvos_kit/_unfilter.cpython-311-x86_64-linux-gnu.so",  # `pip install -e .`
         ".env",
     ):
         assert dockerignore_excluded(pats, path), path
-    for path in ("pyproject.toml", "README.md", "src/rvos_kit/cli.py", "docker/rvos.lock"):
+    for path in (
+        "pyproject.toml",
+        "setup.py",
+        "README.md",
+        "src/rvos_kit/cli.py",
+        "src/rvos_kit/_unfilter.c",
+        "docker/rvos.lock",
+    ):
         assert not dockerignore_excluded(pats, path), path
     assert dockerignore_excluded(["*", "!src"], "data/x")
     assert not dockerignore_excluded(["*", "!src"], "src/a/b.py")

@@ -26,6 +26,17 @@ def load_bench():
     return mod
 
 
+@pytest.fixture(params=["c", "numpy"])
+def unfilter(request, monkeypatch):
+    """Each decoding test runs on the compiled unfilter (setup.py builds it wherever a C
+    compiler exists, as here and in CI) and on the numpy path that replaces it elsewhere."""
+    if request.param == "c":
+        assert pngcodec._c_unfilter is not None, "rvos_kit._unfilter was not built"
+    else:
+        monkeypatch.setattr(pngcodec, "_c_unfilter", None)
+    return request.param
+
+
 # ---------------------------------------------- an independent PNG writer (spec 9, 10)
 def _paeth(a: int, b: int, c: int) -> int:
     p = a + b - c
@@ -86,10 +97,10 @@ def images(rng, h, w):
 
 
 @pytest.mark.parametrize("first", [0, 1, 2, 3, 4])
-def test_every_filter_type_decodes_to_the_pixels(rng, first):
+def test_every_filter_type_decodes_to_the_pixels(rng, first, unfilter):
     """Rows with every filter type, including as the first row and in long runs of one
     type (chains of Up and Paeth rows), in several IDAT chunks: PIL, decode_values and
-    (where it applies) the fast path all give back the pixels."""
+    (where it applies: always in C) the fast path all give back the pixels."""
     h, w = 37, 53
     patterns = {
         "random": np.r_[first, rng.integers(0, 5, h - 1)],
@@ -106,20 +117,36 @@ def test_every_filter_type_decodes_to_the_pixels(rng, first):
             padded = decode_values(data, padded=True)
             assert padded.shape == (h, w + 1) and np.array_equal(padded[:, 1:], arr)
             fast = fast_decode(data)
-            if 3 not in filters and name != "random":  # masks and ramps: no fallback
+            if unfilter == "c" or (3 not in filters and name != "random"):  # no fallback
                 assert fast is not None, (name, pname)
             if fast is not None:
                 assert np.array_equal(fast, arr), (name, pname)
 
 
-def test_paeth_with_many_changes_above_falls_back(rng):
+def test_paeth_with_many_changes_above(rng, unfilter):
+    """numpy: falls back to OpenCV; C: the fast path. Same pixels."""
     arr = rng.integers(0, 256, (4, 300), dtype=np.uint8)
     data = filtered_png(arr, [0, 4, 4, 4])
-    assert fast_decode(data) is None
+    fast = fast_decode(data)
+    assert fast is None if unfilter == "numpy" else np.array_equal(fast, arr)
     assert np.array_equal(decode_values(data), arr)
 
 
-def test_pil_written_masks_take_the_fast_path(tmp_path):
+def test_pil_written_photos_equal_pil(rng, unfilter):
+    """PIL's own filter choice on noise, ramps and masks (many Paeth rows with many
+    changes): the decode equals PIL's pixels, and the C path takes every one."""
+    for arr in images(rng, 64, 97).values():
+        for img in (arr, np.clip(arr.astype(int) + rng.integers(-3, 4, arr.shape), 0, 255)):
+            buf = io.BytesIO()
+            Image.fromarray(img.astype(np.uint8), "L").save(buf, "PNG")
+            data = buf.getvalue()
+            want = np.asarray(Image.open(io.BytesIO(data)))
+            assert np.array_equal(decode_values(data), want)
+            if unfilter == "c":
+                assert np.array_equal(fast_decode(data), want)
+
+
+def test_pil_written_masks_take_the_fast_path(tmp_path, unfilter):
     """Masks like real model output, written by PIL with default settings (the bench's
     data): rows use None, Sub, Up and Paeth, and every PNG decodes by the fast path to
     exactly PIL's values."""
@@ -133,7 +160,7 @@ def test_pil_written_masks_take_the_fast_path(tmp_path):
         assert np.array_equal(fast, np.asarray(Image.open(io.BytesIO(data))))
 
 
-def test_other_layouts_use_opencv_or_pil(rng):
+def test_other_layouts_use_opencv_or_pil(rng, unfilter):
     arr = rng.integers(0, 256, (31, 47), dtype=np.uint8)
     data = bytearray(filtered_png(arr, [0] * 31))
     data[28] = 1  # Adam7 interlacing (PIL does not write it): not for the fast path
@@ -144,7 +171,28 @@ def test_other_layouts_use_opencv_or_pil(rng):
     assert decode_values(buf.getvalue()) is None  # the caller converts with PIL
 
 
-def test_corrupt_stream_is_refused(rng):
+def test_invalid_filter_byte_is_not_decoded_by_the_fast_path(rng, unfilter):
+    arr = rng.integers(0, 256, (6, 9), dtype=np.uint8)
+    data = filtered_png(arr, [0, 1, 2, 3, 4, 0])
+    idat = data.index(b"IDAT")
+    raw = bytearray(zlib.decompress(data[idat + 4 : -16]))
+    raw[5 * 10] = 5  # the last row's filter byte: no such filter
+    z = zlib.compress(bytes(raw))
+    bad = b"".join(
+        [
+            data[: idat - 4],
+            struct.pack(">I", len(z)),
+            b"IDAT",
+            z,
+            struct.pack(">I", zlib.crc32(b"IDAT" + z)),
+            data[-12:],
+        ]
+    )
+    assert fast_decode(data) is not None or unfilter == "numpy"
+    assert fast_decode(bad) is None
+
+
+def test_corrupt_stream_is_refused(rng, unfilter):
     arr = (rng.random((40, 50)) < 0.5).astype(np.uint8) * 255
     data = bytearray(filtered_png(arr, rng.integers(0, 5, 40)))
     data[-20] ^= 0x55  # in the IDAT payload: CRC fails, OpenCV refuses too

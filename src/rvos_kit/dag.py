@@ -464,20 +464,27 @@ class _Builder:
     # The module(s) each verb runs, so that a code change re-runs its stages (and DVC's
     # run-cache never restores outputs made by other code).
     CODE = {
-        "make-sample": ["sample.py", "masktree.py", "pngcodec.py"],
+        "make-sample": ["sample.py", "masktree.py", "pngcodec.py", "_unfilter.c"],
         "keyframes": ["keyframes.py"],
-        "vote": ["fusion.py", "masktree.py", "pngcodec.py", "meta.py"],
-        "propagate": ["propagate", "masktree.py", "pngcodec.py", "keyframes.py", "scale.py"],
-        "pack": ["pack.py", "masktree.py", "pngcodec.py"],
-        "evaluate": ["evaluate.py", "masktree.py", "pngcodec.py"],
+        "vote": ["fusion.py", "masktree.py", "pngcodec.py", "_unfilter.c", "meta.py"],
+        "propagate": [
+            "propagate",
+            "masktree.py",
+            "pngcodec.py",
+            "_unfilter.c",
+            "keyframes.py",
+            "scale.py",
+        ],
+        "pack": ["pack.py", "masktree.py", "pngcodec.py", "_unfilter.c"],
+        "evaluate": ["evaluate.py", "masktree.py", "pngcodec.py", "_unfilter.c"],
         "summarize": ["summary.py"],
         "report": ["report.py", "audit.py", "summary.py"],
-        "import-pth": ["importers.py", "masktree.py", "pngcodec.py"],
+        "import-pth": ["importers.py", "masktree.py", "pngcodec.py", "_unfilter.c"],
         "import-zip": ["importers.py"],
         "audit": ["audit.py", "report.py"],
         "preflight": ["preflight.py"],
         "valid-meta": ["meta.py"],
-        "infer": ["infer", "importers.py", "masktree.py", "pngcodec.py", "meta.py"],
+        "infer": ["infer", "importers.py", "masktree.py", "pngcodec.py", "_unfilter.c", "meta.py"],
     }
 
     def add_code_deps(self) -> None:
