@@ -285,7 +285,7 @@ def _children(pid: int) -> list[int]:
 
 
 def _busy_vote(tmp_path):
-    meta_d = make_meta_dict([2] * 12, n_frames=10)
+    meta_d = make_meta_dict([2] * 24, n_frames=16)
     meta = write_meta(tmp_path / "meta.json", meta_d)
     srcs = [make_tree(tmp_path / f"s{i}", meta_d, seed=i, size=(96, 128), density=0.3)
             for i in range(3)]  # fmt: skip
@@ -306,7 +306,12 @@ def test_a_killed_worker_fails_the_stage_naming_the_video(tmp_path):
     p = _kit(*_busy_vote(tmp_path))
     try:
         kids = _wait_children(p.pid)
-        time.sleep(0.2)
+        # kill once work is flowing (a first video staged), not after a fixed sleep: with
+        # the fast decoder the whole vote could end before a sleep does
+        t0 = time.monotonic()
+        while not list(tmp_path.glob(".out.partial*/vid*")):
+            assert p.poll() is None and time.monotonic() - t0 < 120, "no video was staged"
+            time.sleep(0.005)
         os.kill(kids[0], signal.SIGKILL)  # what the OOM killer does
         _, err = p.communicate(timeout=60)  # main hangs here forever
     finally:
