@@ -343,8 +343,7 @@ def write_report(
 
     # ------------------------------------------------------------------- HTML
     def img_tag(rel: str, alt: str) -> str:
-        b64 = base64.b64encode(data[rel]).decode("ascii")
-        return f'<img src="data:image/png;base64,{b64}" alt="{_h(alt)}">'
+        return _img_tag(data[rel], alt)
 
     legend = "".join(
         f'<span class="sw" style="background:rgb{c}"></span>{_h(n)}' for n, c in LEGEND
@@ -418,15 +417,30 @@ def write_report(
                 md += [f"![{name}]({rel})", "", f"*{cap}*", ""]
     h.append("</body></html>")
 
+    texts = {"index.html": "\n".join(h) + "\n", "report.md": "\n".join(md) + "\n"}
+    _write_folder(out_dir, pictures, texts, "rvos-kit audit --report",
+                  lambda root: write_json(root / "audit.json", summary, indent=1))  # fmt: skip
+
+
+def _img_tag(png: bytes, alt: str) -> str:
+    """An <img> carrying its PNG inline: the page needs no other file."""
+    b64 = base64.b64encode(png).decode("ascii")
+    return f'<img src="data:image/png;base64,{b64}" alt="{_h(alt)}">'
+
+
+def _write_folder(out_dir, pictures, texts: dict, who: str, more=None) -> None:
+    """A report folder (img/ with ``pictures``, ``texts`` by file name, the marker),
+    built beside ``out_dir`` and moved into place when complete."""
     with StagedTree(out_dir) as staged:
         root = staged.path
         (root / "img").mkdir()
         for rel, png in pictures:
             (root / rel).write_bytes(png)
-        (root / "index.html").write_text("\n".join(h) + "\n", encoding="utf-8")
-        (root / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
-        write_json(root / "audit.json", summary, indent=1)
-        (root / MARKER).write_text("written by rvos-kit audit --report\n")
+        for name, text in texts.items():
+            (root / name).write_text(text, encoding="utf-8")
+        if more is not None:
+            more(root)
+        (root / MARKER).write_text(f"written by {who}\n")
 
 
 # ------------------------------------------------------------------ the run report verb
@@ -525,22 +539,14 @@ def write_run_report(out_dir, rows, overlays, images=None, n_sheets=3, title="")
             png = _png(im)
             rel = f"img/{si:02d}-{_safe(name)}-{rank:02d}-{_safe(e.video)}-{_safe(e.exp_id)}.png"
             pictures.append((rel, png))
-            b64 = base64.b64encode(png).decode("ascii")
             cap = f"{name}: {e.name}, mean IoU {e.mean_iou:.4f}"
-            body.append(f'<figure><img src="data:image/png;base64,{b64}" alt="{_h(cap)}">'
-                        f"<figcaption>{_h(cap)}</figcaption></figure>")  # fmt: skip
+            body.append(f"<figure>{_img_tag(png, cap)}<figcaption>{_h(cap)}</figcaption></figure>")
             shown += 1
         if not shown:
             body.append("<p>Every frame matches the ground truth.</p>")
     body.append("</body></html>")
-    with StagedTree(out_dir) as staged:
-        root = staged.path
-        (root / "img").mkdir()
-        for rel, png in pictures:
-            (root / rel).write_bytes(png)
-        (root / "jf.svg").write_text(svg, encoding="utf-8")
-        (root / "index.html").write_text("\n".join(x for x in body if x) + "\n", encoding="utf-8")
-        (root / MARKER).write_text("written by rvos-kit report\n")
+    texts = {"jf.svg": svg, "index.html": "\n".join(x for x in body if x) + "\n"}
+    _write_folder(out_dir, pictures, texts, "rvos-kit report")
 
 
 def run(args) -> int:
