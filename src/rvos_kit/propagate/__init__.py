@@ -137,24 +137,38 @@ def _run_job(job):
 
 
 # ------------------------------------------------------------------------ the stage
-def resume_key(images, annotations, keyframes, meta, backend) -> dict[str, str]:
+def shared_key(keyframes, backend) -> dict[str, str]:
+    """The part of :func:`resume_key` that does not depend on the videos: the key frames,
+    the checkpoint's bytes and every setting. A sharded stage computes it once for all
+    its shards (hashing a checkpoint of hundreds of MB once, not once per shard)."""
+    checkpoint = getattr(backend, "checkpoint", None)
+    return {
+        "keyframes": content_digest(Path(keyframes)),
+        "checkpoint": content_digest(Path(checkpoint) if checkpoint else None),
+        "settings": content_digest(backend.settings()),
+    }
+
+
+def resume_key(images, annotations, keyframes, meta, backend, shared=None) -> dict[str, str]:
     """Content digest of every input of a propagation, per input (see
     :mod:`rvos_kit.digest`): the frames and masks meta lists, the key frames, meta, the
-    checkpoint's bytes and every setting. Partial work resumes only when all match."""
+    checkpoint's bytes and every setting. Partial work resumes only when all match.
+    ``shared``: :func:`shared_key` of the same ``keyframes`` and ``backend``, if already
+    computed."""
+    shared = shared or shared_key(keyframes, backend)
     images, annotations = Path(images), Path(annotations)
     meta_obj = meta if isinstance(meta, Meta) else load_meta(meta)
     frames = {f"{v.name}/{f}": p for v in meta_obj for f, p in
               zip(v.frames, frame_paths(images, v), strict=True)}  # fmt: skip
     masks = {f"{v.name}/{e}/{f}": annotations / v.name / e / f"{f}.png"
              for v in meta_obj for e in v.exp_ids for f in v.frames}  # fmt: skip
-    checkpoint = getattr(backend, "checkpoint", None)
     return {
         "images": content_digest(frames),
         "annotations": content_digest(masks),
-        "keyframes": content_digest(Path(keyframes)),
+        "keyframes": shared["keyframes"],
         "meta": content_digest(Path(meta) if not isinstance(meta, Meta) else repr(meta.videos)),
-        "checkpoint": content_digest(Path(checkpoint) if checkpoint else None),
-        "settings": content_digest(backend.settings()),
+        "checkpoint": shared["checkpoint"],
+        "settings": shared["settings"],
     }
 
 
@@ -393,6 +407,7 @@ def _run_sharded(args, backend) -> int:
 
             image, runner = rs.images[key], rs
             check_docker(image)  # this node; docs/scale.md: pre-pull on the others
+    shared = shared_key(keyframes, backend)
     stage = scale.ShardedStage(
         name=f"propagate {kind} -> {out.name}",
         kind=kind,
@@ -401,7 +416,7 @@ def _run_sharded(args, backend) -> int:
         record=lambda videos: {
             "stage": "propagate",
             "inputs": resume_key(
-                images, annotations, keyframes, select_videos(meta, videos), backend
+                images, annotations, keyframes, select_videos(meta, videos), backend, shared
             ),
         },  # fmt: skip
         argv=lambda videos: list(base),
