@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 RUN := PATH="$(abspath $(VENV))/bin:$$PATH" DVC_NO_ANALYTICS=1
 # The demo's propagate stages (scale.address: local) share one local Ray started for the
 # whole run instead of each starting its own (docs/scale.md).
-ONE_RAY := $(PY) -m rvos_kit.scale --
+ONE_RAY := $(PY) -m rvos_kit.compute.scale --
 
 .PHONY: help venv upstream-venv test lint lock lock-upstream bench clean demo demo-check \
 	reproduce audit dag images base-image readme
@@ -22,7 +22,7 @@ ONE_RAY := $(PY) -m rvos_kit.scale --
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
 
-$(STAMP): pyproject.toml setup.py src/rvos_kit/_unfilter.c constraints.txt requirements-nodeps.txt
+$(STAMP): pyproject.toml setup.py src/rvos_kit/trees/_unfilter.c constraints.txt requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q pip==26.3
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'

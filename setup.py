@@ -1,4 +1,4 @@
-"""The kit's one compiled part: rvos_kit._unfilter (PNG row unfiltering, see pngcodec.py).
+"""The kit's one compiled part: rvos_kit.trees._unfilter (PNG row unfiltering, see pngcodec.py).
 
 Everything else is declared in pyproject.toml. The extension is optional: where it does not
 compile (no C compiler or Python headers) the build goes on without it and pngcodec uses
@@ -14,8 +14,8 @@ ext_modules = []
 if os.environ.get("RVOS_KIT_PURE") != "1":
     ext_modules.append(
         Extension(
-            "rvos_kit._unfilter",
-            sources=["src/rvos_kit/_unfilter.c"],
+            "rvos_kit.trees._unfilter",
+            sources=["src/rvos_kit/trees/_unfilter.c"],
             extra_compile_args=["-O3", "-std=c99"],
             optional=True,
         )

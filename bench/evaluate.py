@@ -6,7 +6,7 @@ blobs), then times, at the same worker count:
 
 - vos-benchmark (``vos_benchmark.benchmark``: the DAVIS-2017 code, one process per
   sequence; every expression is given to it as one sequence through a folder of links);
-- ``rvos_kit.evaluate.evaluate``.
+- ``rvos_kit.stages.evaluate.jf.evaluate``.
 
 Prints frames per second of both, the speed-up, and the largest difference between the
 two per-expression J and F (every GT frame holds the object, so both average the same
@@ -29,8 +29,8 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from rvos_kit.evaluate import evaluate  # noqa: E402
-from rvos_kit.meta import load_meta  # noqa: E402
+from rvos_kit.stages.evaluate.jf import evaluate  # noqa: E402
+from rvos_kit.trees.meta import load_meta  # noqa: E402
 
 H, W = 720, 1280
 

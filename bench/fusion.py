@@ -43,9 +43,9 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from rvos_kit import pngcodec  # noqa: E402
-from rvos_kit.fusion import VoteRule, _Fuser, groups, vote  # noqa: E402
-from rvos_kit.meta import load_meta  # noqa: E402
+from rvos_kit.stages.fusion import VoteRule, _Fuser, groups, vote  # noqa: E402
+from rvos_kit.trees import pngcodec  # noqa: E402
+from rvos_kit.trees.meta import load_meta  # noqa: E402
 
 H, W = 720, 1280
 

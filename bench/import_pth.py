@@ -49,8 +49,8 @@ json.dump(meta, open(f"{out}/meta.json", "w"))
 RUN = r"""
 import json, sys, time
 import torch, tqdm, PIL.PngImagePlugin
-from rvos_kit import importers
-from rvos_kit.meta import load_meta
+from rvos_kit.stages.rvos import dumps as importers
+from rvos_kit.trees.meta import load_meta
 
 def kb(key):
     with open("/proc/self/status") as f:

@@ -28,7 +28,7 @@ CHILD = r"""
 import json, sys, types, torch
 from pathlib import Path
 from PIL import Image
-from rvos_kit.infer import core, infer_videos
+from rvos_kit.stages.rvos.infer import core, infer_videos
 
 d, chunk = Path(sys.argv[1]), int(sys.argv[2])
 h, w = (int(x) for x in sys.argv[3:5])
@@ -49,10 +49,10 @@ def run(req, videos, out):
         del tmp
         out.add_dump(req.work / f"chunk{i}.pth")
 
-drv = types.ModuleType("rvos_kit.infer._bench")
+drv = types.ModuleType("rvos_kit.stages.rvos.infer._bench")
 drv.UPSTREAM_FOLDERS = ()
 drv.run = run
-sys.modules["rvos_kit.infer._bench"] = drv
+sys.modules["rvos_kit.stages.rvos.infer._bench"] = drv
 core.MODELS["bench"] = ("_bench", "logits")
 (d / "ckpt").write_bytes(b"x")
 (d / "pre").mkdir(exist_ok=True)

@@ -2,7 +2,7 @@
 
 Generates one 1280x720 clip (a textured object moving over a textured background, JPEG
 frames), one expression whose key frame is in the middle (so both passes run), and times
-``rvos_kit.propagate.propagate`` end to end -- JPEG decoding, the backend, PNG writing --
+``rvos_kit.stages.propagate.propagate`` end to end -- JPEG decoding, the backend, PNG writing --
 after the network is built (model build time is reported apart). Each backend runs in its
 own process, so the peak memory (max RSS) is its own.
 
@@ -32,7 +32,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from rvos_kit.propagate import make_backend, propagate  # noqa: E402
+from rvos_kit.stages.propagate import make_backend, propagate  # noqa: E402
 
 H, W = 720, 1280
 

@@ -1,4 +1,4 @@
-"""Sharded propagation on a local Ray (rvos_kit.scale): throughput at 1 and 2 workers
+"""Sharded propagation on a local Ray (rvos_kit.compute.scale): throughput at 1 and 2 workers
 and the scheduling overhead per shard, on this machine.
 
 Generates a set of clips (textured objects moving over a textured background, JPEG
@@ -37,7 +37,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from rvos_kit.cli import main  # noqa: E402
-from rvos_kit.propagate import make_backend, propagate  # noqa: E402
+from rvos_kit.stages.propagate import make_backend, propagate  # noqa: E402
 
 
 def make_clips(root: Path, n_videos: int, n_frames: int, h: int, w: int) -> None:

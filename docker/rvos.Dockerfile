@@ -52,7 +52,7 @@ RUN pip install --no-cache-dir --require-hashes --no-build-isolation \
 
 # ==== model-code: SOC, MUTR, ReferFormer and MultiScaleDeformableAttention ================
 # The published solution enters the image ONLY via fetch-at-commit.sh at the full commit
-# the kit pins (rvos_kit/infer/upstream.py checks it blob for blob before any import);
+# the kit pins (rvos_kit/stages/rvos/infer/upstream.py checks it blob for blob before any import);
 # it is never copied into this repository. params.yaml `infer.upstream` names this path.
 # The deformable-attention op's setup.py refuses to build without a visible GPU:
 # docker/build-cuda-op.py runs it unmodified with torch.cuda.is_available answering True
@@ -78,12 +78,12 @@ FROM model-code AS runtime
 COPY --from=kit-wheel /opt/rvos-kit/wheel /opt/rvos-kit/wheel
 # The kit is installed --no-deps from the wheel built above (no download: nothing to hash);
 # then the build fails unless the kit, torch+cu113, deaotpy's networks and the upstream
-# code's check (rvos_kit.infer.upstream) all work.
+# code's check (rvos_kit.stages.rvos.infer.upstream) all work.
 RUN pip install --no-cache-dir --no-deps --no-index /opt/rvos-kit/wheel/rvos_kit-*.whl \
  && rvos-kit --help > /dev/null \
  && python -c "import torch, torchvision, aot.networks.models; \
 assert torch.__version__ == '1.11.0+cu113', torch.__version__" \
- && python -c "from rvos_kit.infer.upstream import verify_upstream as v; \
+ && python -c "from rvos_kit.stages.rvos.infer.upstream import verify_upstream as v; \
 print(v('/opt/rvos-kit/upstream/iccv2023_RVOS_Challenge', ('soc_test', 'MUTR', 'ReferFormer')))" \
  && useradd --create-home --uid 1000 --shell /bin/bash rvos
 # `rvos-kit run` inside a container runs natively (no Docker in Docker).

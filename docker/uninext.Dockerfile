@@ -97,7 +97,7 @@ RUN pip install --no-cache-dir --no-deps --no-index --ignore-requires-python \
  && rvos-kit --help > /dev/null \
  && python -c "import torch, torchvision; \
 assert torch.__version__ == '1.10.0+cu113', torch.__version__" \
- && python -c "from rvos_kit.infer.upstream import verify_upstream as v; \
+ && python -c "from rvos_kit.stages.rvos.infer.upstream import verify_upstream as v; \
 print(v('/opt/rvos-kit/upstream/iccv2023_RVOS_Challenge', ('UNINEXT',)))" \
  && useradd --create-home --uid 1000 --shell /bin/bash rvos
 # `rvos-kit run` inside a container runs natively (no Docker in Docker).

@@ -76,7 +76,7 @@ def upstream(tmp_path_factory) -> Path:
     must also be the manifest the kit ships."""
     import tarfile
 
-    from rvos_kit.infer.upstream import git_blob_id, manifest
+    from rvos_kit.stages.rvos.infer.upstream import git_blob_id, manifest
 
     pinned = manifest()
     checkout = os.environ.get("RVOS_UPSTREAM_DIR")
@@ -93,7 +93,7 @@ def upstream(tmp_path_factory) -> Path:
         why = (
             f"the published code is not here: no archive in {SHARED_UPSTREAM} and no "
             "RVOS_UPSTREAM_DIR (a checkout of RobertLuo1/iccv2023_RVOS_Challenge at the "
-            "commit in src/rvos_kit/infer/upstream-c538b0d.tsv)"
+            "commit in src/rvos_kit/stages/rvos/infer/upstream-c538b0d.tsv)"
         )
         if os.environ.get("CI"):
             pytest.fail(why)  # CI always has it: its absence is a broken CI, not a skip

@@ -1,12 +1,12 @@
 """Imported first by every shard's child in test_scale's inference tests (through
-rvos_kit.scale's test-only RVOS_KIT_FAULT_PRELOAD): the synthetic driver of test_infer,
+rvos_kit.compute.scale's test-only RVOS_KIT_FAULT_PRELOAD): the synthetic driver of test_infer,
 which writes dumps in the published format, stands in for model "soc"."""
 
 import sys
 
 from test_infer import fake_driver
 
-from rvos_kit.infer import core
+from rvos_kit.stages.rvos.infer import core
 
-sys.modules["rvos_kit.infer._fake"] = fake_driver("logits")
+sys.modules["rvos_kit.stages.rvos.infer._fake"] = fake_driver("logits")
 core.MODELS["soc"] = ("_fake", "logits")

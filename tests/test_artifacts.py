@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rvos_kit import artifacts
+from rvos_kit.artifacts import download as dl
+from rvos_kit.artifacts import lock as lockfile
 from rvos_kit.cli import main
 from rvos_kit.errors import KitError
 
@@ -156,7 +157,7 @@ def leftovers(d: Path) -> list[str]:
 
 # ----------------------------------------------------------------------------- the lock
 def test_committed_lock_lists_every_artifact_and_round_trips():
-    lock = artifacts.load_lock(REPO / "checkpoints.lock")
+    lock = lockfile.load_lock(REPO / "checkpoints.lock")
     by_source: dict[str, list] = {}
     for a in lock.artifacts:
         by_source.setdefault(a.source, []).append(a)
@@ -189,7 +190,7 @@ def test_committed_lock_lists_every_artifact_and_round_trips():
     # --record rewrites through ruamel: an unchanged lock must come back byte for byte
     text = (REPO / "checkpoints.lock").read_text()
     buf = io.StringIO()
-    rt = artifacts._round_trip_yaml()
+    rt = lockfile._round_trip_yaml()
     rt.dump(rt.load(text), buf)
     assert buf.getvalue() == text
 
@@ -295,8 +296,8 @@ def test_size_announced_differs_refused_before_download(tmp_path, server):
 
 
 def test_truncated_transfer_then_resume_with_range(tmp_path, server, capsys):
-    data = payload(3 * artifacts.CHUNK + 12345)
-    cut = artifacts.CHUNK + 777
+    data = payload(3 * dl.CHUNK + 12345)
+    cut = dl.CHUNK + 777
     server.files["/w.pth"] = data
     server.truncate["/w.pth"] = cut
     lock = write_lock(
@@ -396,7 +397,7 @@ def test_hf_resolve_redirect_and_record_pins_commit(tmp_path, server, monkeypatc
         "/cdn/blob",
         {"X-Repo-Commit": commit},
     )
-    monkeypatch.setenv(artifacts.HF_ENDPOINT_ENV, server.url)
+    monkeypatch.setenv(lockfile.HF_ENDPOINT_ENV, server.url)
     lock = write_lock(
         tmp_path,
         entry(
@@ -423,10 +424,10 @@ def test_hf_resolve_redirect_and_record_pins_commit(tmp_path, server, monkeypatc
 
 def test_hf_url_building():
     assert (
-        artifacts.hf_url("FacebookAI/roberta-base", "vocab.json", None, "https://hf.example/")
+        lockfile.hf_url("FacebookAI/roberta-base", "vocab.json", None, "https://hf.example/")
         == "https://hf.example/FacebookAI/roberta-base/resolve/main/vocab.json"
     )
-    assert artifacts.hf_url("a/b", "c.bin", "abc123", "http://x").endswith(
+    assert lockfile.hf_url("a/b", "c.bin", "abc123", "http://x").endswith(
         "/a/b/resolve/abc123/c.bin"
     )
 
@@ -435,12 +436,12 @@ def test_hf_url_building():
 def test_gdrive_url_is_a_drive_download_for_gdown(monkeypatch):
     from gdown.parse_url import parse_url
 
-    monkeypatch.delenv(artifacts.GDRIVE_ENDPOINT_ENV, raising=False)
-    url = artifacts.gdrive_url("1EVmywK8cjH5kpgpyV8NKfx1tiuPeUQA9")
+    monkeypatch.delenv(lockfile.GDRIVE_ENDPOINT_ENV, raising=False)
+    url = lockfile.gdrive_url("1EVmywK8cjH5kpgpyV8NKfx1tiuPeUQA9")
     assert url == "https://drive.google.com/uc?id=1EVmywK8cjH5kpgpyV8NKfx1tiuPeUQA9&export=download"
     # gdown recognises it as a Drive download link (confirmation page, cookies)
     assert parse_url(url) == ("1EVmywK8cjH5kpgpyV8NKfx1tiuPeUQA9", True)
-    assert artifacts.gdrive_url("X1234567890", "http://127.0.0.1:9/").startswith(
+    assert lockfile.gdrive_url("X1234567890", "http://127.0.0.1:9/").startswith(
         "http://127.0.0.1:9/uc?id=X1234567890"
     )
 
@@ -449,7 +450,7 @@ def test_gdrive_through_gdown_against_local_server(tmp_path, server, monkeypatch
     fid = "1abcDEF_ghi-JKL0123456789"
     data = payload(70_000, 8)
     server.files[f"/uc?id={fid}&export=download"] = data
-    monkeypatch.setenv(artifacts.GDRIVE_ENDPOINT_ENV, server.url)
+    monkeypatch.setenv(lockfile.GDRIVE_ENDPOINT_ENV, server.url)
     good = entry("g", "gdrive", "g/ck.pth", sha(data), len(data), id=fid)
     lock = write_lock(tmp_path, good)
     assert fetch(lock) == 0
@@ -522,5 +523,5 @@ def test_update_lock_conflict_writes_nothing(tmp_path):
     lock = write_lock(tmp_path, entry("a", "url", "a.bin", sha(b"a"), 1, url="http://h/a"))
     before = lock.read_text()
     with pytest.raises(KitError, match="changed while fetching"):
-        artifacts.update_lock(lock, {"a": {"sha256": sha(b"b")}})
+        lockfile.update_lock(lock, {"a": {"sha256": sha(b"b")}})
     assert lock.read_text() == before

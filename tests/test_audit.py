@@ -14,10 +14,10 @@ import pytest
 from conftest import make_meta_dict, make_tree, tree_bytes, write_meta
 from PIL import Image
 
-from rvos_kit.audit import audit_stage
 from rvos_kit.cli import main
-from rvos_kit.meta import parse_meta
-from rvos_kit.report import THEIRS_ONLY, overlay_colour
+from rvos_kit.stages.audit.compare import audit_stage
+from rvos_kit.stages.audit.html import THEIRS_ONLY, overlay_colour
+from rvos_kit.trees.meta import parse_meta
 
 SIZES = {"vid000": (72, 128), "vid001": (90, 160), "vid002": (60, 80)}
 JPEG_RGB = (200, 180, 160)

@@ -16,11 +16,11 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from rvos_kit.artifacts import sha256_file
-from rvos_kit.dag import render
-from rvos_kit.fusion import VoteRule, vote
-from rvos_kit.meta import load_meta
-from rvos_kit.sample import make_sample
+from rvos_kit.pipeline.dag import render
+from rvos_kit.stages.data import make_sample
+from rvos_kit.stages.fusion import VoteRule, vote
+from rvos_kit.trees.digest import sha256_file
+from rvos_kit.trees.meta import load_meta
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

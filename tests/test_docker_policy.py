@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from rvos_kit.runner import DEFAULT_IMAGES
+from rvos_kit.compute.docker import DEFAULT_IMAGES
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
@@ -422,22 +422,26 @@ UNINEXT_RUNTIME_MODULES = {
     "__main__.py",
     "cli.py",
     "errors.py",
-    "jsonfiles.py",
-    "keyframes.py",
-    "masktree.py",
-    "meta.py",
-    "pngcodec.py",
-    "runner.py",
-    "importers.py",
     "argtypes.py",
-    "infer/__init__.py",
-    "infer/core.py",
-    "infer/uninext.py",
-    "infer/upstream.py",
-    "infer/mounts.py",
-    "infer/wiring.py",
-    "staging.py",
-    "scale.py",  # a shard's child calls child_setup / video_done
+    "trees/__init__.py",
+    "trees/files.py",
+    "trees/jsonfiles.py",
+    "trees/masktree.py",
+    "trees/meta.py",
+    "trees/pngcodec.py",
+    "trees/staging.py",
+    "compute/__init__.py",
+    "compute/docker.py",
+    "compute/scale.py",  # a shard's child calls child_setup / video_done
+    "stages/__init__.py",
+    "stages/rvos/__init__.py",
+    "stages/rvos/dumps.py",
+    "stages/rvos/infer/__init__.py",
+    "stages/rvos/infer/core.py",
+    "stages/rvos/infer/uninext.py",
+    "stages/rvos/infer/upstream.py",
+    "stages/rvos/infer/mounts.py",
+    "stages/rvos/infer/wiring.py",
 }
 
 
@@ -549,7 +553,7 @@ def test_dockerignore_keeps_data_and_secrets_out():
         "demo/outputs/submission.zip",
         "audit/outputs/report/index.html",
         "src/rvos_kit/__pycache__/cli.cpython-311.pyc",
-        "src/rvos_kit/_unfilter.cpython-311-x86_64-linux-gnu.so",  # `pip install -e .`
+        "src/rvos_kit/trees/_unfilter.cpython-311-x86_64-linux-gnu.so",  # `pip install -e .`
         ".env",
     ):
         assert dockerignore_excluded(pats, path), path
@@ -558,7 +562,7 @@ def test_dockerignore_keeps_data_and_secrets_out():
         "setup.py",
         "README.md",
         "src/rvos_kit/cli.py",
-        "src/rvos_kit/_unfilter.c",
+        "src/rvos_kit/trees/_unfilter.c",
         "docker/rvos.lock",
     ):
         assert not dockerignore_excluded(pats, path), path
@@ -741,7 +745,7 @@ def _model_code(name: str, alias: str = "model-code") -> str:
 def test_model_code_fetches_the_pinned_solution_where_params_point(name):
     import yaml
 
-    from rvos_kit.infer.upstream import PINNED_COMMIT
+    from rvos_kit.stages.rvos.infer.upstream import PINNED_COMMIT
 
     body = _model_code(name)
     assert f"ARG SOLUTION_COMMIT={PINNED_COMMIT}" in body

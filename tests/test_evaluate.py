@@ -11,10 +11,10 @@ import pytest
 from conftest import make_meta_dict, make_tree, write_meta
 from PIL import Image
 
-import rvos_kit.evaluate as ev
+import rvos_kit.stages.evaluate.jf as ev
 from rvos_kit.cli import main
-from rvos_kit.evaluate import bound_pix, count_matched, evaluate, frame_jf, seg2bmap
-from rvos_kit.meta import parse_meta
+from rvos_kit.stages.evaluate.jf import bound_pix, count_matched, evaluate, frame_jf, seg2bmap
+from rvos_kit.trees.meta import parse_meta
 
 
 # ------------------------------------------------------------- reference implementation

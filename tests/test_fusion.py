@@ -19,9 +19,9 @@ from PIL import Image
 
 from rvos_kit.cli import main
 from rvos_kit.errors import KitError
-from rvos_kit.fusion import VoteRule, vote
-from rvos_kit.meta import parse_meta
-from rvos_kit.staging import MARK, mark_path
+from rvos_kit.stages.fusion import VoteRule, vote
+from rvos_kit.trees.meta import parse_meta
+from rvos_kit.trees.staging import MARK, mark_path
 
 
 # ------------------------------------------------------------- reference implementation

@@ -20,9 +20,9 @@ from PIL import Image
 
 from rvos_kit.cli import main
 from rvos_kit.errors import KitError
-from rvos_kit.importers import import_pth, odd_expressions
-from rvos_kit.meta import load_meta
-from rvos_kit.staging import MARK, mark_path
+from rvos_kit.stages.rvos.dumps import import_pth, odd_expressions
+from rvos_kit.trees.meta import load_meta
+from rvos_kit.trees.staging import MARK, mark_path
 
 
 def published_png(mask: np.ndarray) -> bytes:
@@ -110,7 +110,7 @@ def test_import_zip_refuses_zip_slip(tmp_path, tree, evil):
     out.mkdir(parents=True)
     (out / "keep.txt").write_text("previous tree")
     with pytest.raises(KitError, match="refusing the archive"):
-        from rvos_kit.importers import import_zip
+        from rvos_kit.stages.rvos.released import import_zip
 
         import_zip(z, out)
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["out"]  # no staging left
@@ -154,7 +154,7 @@ def test_import_zip_not_an_annotations_archive(tmp_path):
     with zipfile.ZipFile(z, "w") as zf:
         zf.writestr("00000.png", b"\x89PNG")
     with pytest.raises(KitError, match="not inside <video>/<exp_id>/"):
-        from rvos_kit.importers import import_zip
+        from rvos_kit.stages.rvos.released import import_zip
 
         import_zip(z, tmp_path / "out")
     (tmp_path / "junk.zip").write_bytes(b"not a zip")
@@ -342,8 +342,8 @@ PEAK_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import torch, tqdm, PIL.PngImagePlugin  # imported before the baseline
-    from rvos_kit.importers import import_pth
-    from rvos_kit.meta import load_meta
+    from rvos_kit.stages.rvos.dumps import import_pth
+    from rvos_kit.trees.meta import load_meta
 
     def status_kb(key):  # VmHWM: peak RSS of this process image (ru_maxrss survives exec)
         with open("/proc/self/status") as f:

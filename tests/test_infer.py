@@ -19,9 +19,9 @@ from PIL import Image
 
 from rvos_kit.cli import main
 from rvos_kit.errors import KitError
-from rvos_kit.infer import core, infer_videos, merge_shards, shard_videos
-from rvos_kit.infer.upstream import PINNED_COMMIT, git_blob_id, verify_upstream
-from rvos_kit.masktree import read_mask
+from rvos_kit.stages.rvos.infer import core, infer_videos, merge_shards, shard_videos
+from rvos_kit.stages.rvos.infer.upstream import PINNED_COMMIT, git_blob_id, verify_upstream
+from rvos_kit.trees.masktree import read_mask
 
 
 def test_git_blob_id_matches_git(tmp_path):
@@ -81,7 +81,7 @@ def _logits(video: str, exp_id: str, t: int, h: int, w: int) -> torch.Tensor:
 
 def fake_driver(kind_of_output="logits", drop=None, calls=None):
     """A driver module that writes, per chunk, a dump in the published format."""
-    mod = types.ModuleType("rvos_kit.infer._fake")
+    mod = types.ModuleType("rvos_kit.stages.rvos.infer._fake")
     mod.UPSTREAM_FOLDERS = ("soc_test",)
 
     def run(req, videos, out):
@@ -111,7 +111,7 @@ def fake_driver(kind_of_output="logits", drop=None, calls=None):
 def fake(monkeypatch):
     def install(kind="logits", **kw):
         mod = fake_driver(kind, **kw)
-        monkeypatch.setitem(sys.modules, "rvos_kit.infer._fake", mod)
+        monkeypatch.setitem(sys.modules, "rvos_kit.stages.rvos.infer._fake", mod)
         monkeypatch.setitem(core.MODELS, "fake", ("_fake", kind))
         return mod
 

@@ -1,4 +1,4 @@
-"""UNINEXT driver (rvos_kit.infer.uninext): json generation against the published
+"""UNINEXT driver (rvos_kit.stages.rvos.infer.uninext): json generation against the published
 conversion scripts, the train_net.py command line, the hard-coded-path table, and the
 chunked dump handling.
 
@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from rvos_kit.errors import KitError
-from rvos_kit.infer import uninext
+from rvos_kit.stages.rvos.infer import uninext
 
 PYTHON = sys.executable  # before any test swaps uninext.sys.executable
 ARCHIVE = Path(__file__).resolve().parents[1] / "../shared/upstream"
@@ -204,7 +204,7 @@ def _inputs(tmp_path: Path, videos: dict) -> dict:
 
 
 def _run_stand_in(upstream, tmp_path, out, inputs, chunk, monkeypatch, videos=None):
-    from rvos_kit.infer import infer_videos
+    from rvos_kit.stages.rvos.infer import infer_videos
 
     script = tmp_path / "stand_in.py"
     script.write_text(STAND_IN)
@@ -266,7 +266,7 @@ def test_chunked_dump_handling(upstream, tmp_path, monkeypatch):
 
 
 def test_refusals_leave_no_model_folder(upstream, tmp_path, monkeypatch):
-    from rvos_kit.infer import infer_videos
+    from rvos_kit.stages.rvos.infer import infer_videos
 
     inputs = _inputs(tmp_path, {"v0": {"expressions": {"0": {"exp": "a"}}, "frames": ["00000"]}})
     out = tmp_path / "rvos/vit_huge"

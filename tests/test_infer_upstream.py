@@ -28,8 +28,8 @@ import pytest
 import torch
 from conftest import tree_bytes
 
-from rvos_kit.masktree import check_tree, read_mask
-from rvos_kit.meta import load_meta
+from rvos_kit.trees.masktree import check_tree, read_mask
+from rvos_kit.trees.meta import load_meta
 
 REPO = Path(__file__).resolve().parents[1]
 UPSTREAM_PYTHON = Path(
@@ -41,8 +41,8 @@ PNG_RUN = ("soc", "mutr")  # mutr: needed (quirk 9.6); soc: shows the PNG run ==
 
 SHARDED = """
 import sys
-from rvos_kit.infer import infer_videos, merge_shards, shard_videos
-from rvos_kit.meta import load_meta
+from rvos_kit.stages.rvos.infer import infer_videos, merge_shards, shard_videos
+from rvos_kit.trees.meta import load_meta
 model, d = sys.argv[1], sys.argv[2]
 names = [v.name for v in load_meta(d + "/meta.json")]
 parts = []

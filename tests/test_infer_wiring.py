@@ -16,9 +16,9 @@ import yaml
 from conftest import make_meta_dict, make_tree, write_meta
 
 from rvos_kit.cli import main
-from rvos_kit.dag import render
 from rvos_kit.errors import KitError
-from rvos_kit.preflight import missing_inputs
+from rvos_kit.pipeline.dag import render
+from rvos_kit.pipeline.preflight import missing_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -165,7 +165,7 @@ def test_preflight_without_data_lists_only_real_missing_inputs(tmp_path, monkeyp
     for key in ("meta", "test_meta"):
         write_meta(tmp_path / p["data"][key], make_meta_dict([1]))
     (tmp_path / p["data"]["images"]).mkdir(parents=True)
-    from rvos_kit.artifacts import load_lock
+    from rvos_kit.artifacts.lock import load_lock
 
     for a in load_lock(tmp_path / "checkpoints.lock").artifacts:
         if a.path.startswith("checkpoints/"):

@@ -9,8 +9,9 @@ from conftest import make_meta_dict, write_meta
 
 from rvos_kit.cli import main
 from rvos_kit.errors import KitError
-from rvos_kit.keyframes import first_argmax, key_frames, read_key_frames
-from rvos_kit.meta import parse_meta
+from rvos_kit.stages.keyframes import first_argmax, key_frames
+from rvos_kit.trees.meta import parse_meta
+from rvos_kit.trees.sidefiles import read_key_frames
 
 
 def test_first_maximum_wins_ties():

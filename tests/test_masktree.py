@@ -11,7 +11,7 @@ from conftest import make_meta_dict, make_tree
 from PIL import Image
 
 from rvos_kit.errors import KitError
-from rvos_kit.masktree import (
+from rvos_kit.trees.masktree import (
     StagedTree,
     atomic_write_bytes,
     decode_mask,
@@ -21,7 +21,7 @@ from rvos_kit.masktree import (
     read_mask,
     write_mask,
 )
-from rvos_kit.meta import infer_meta, parse_meta
+from rvos_kit.trees.meta import infer_meta, parse_meta
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 13), (720, 1280)])

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rvos_kit import fusion, masktree, runner
-from rvos_kit import params as params_mod
 from rvos_kit.cli import main
+from rvos_kit.compute import docker as runner
+from rvos_kit.pipeline import params as params_mod
+from rvos_kit.stages import fusion
+from rvos_kit.trees import masktree
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = yaml.safe_load((REPO / "demo/params.yaml").read_text())
@@ -85,6 +87,6 @@ def test_schema_enums_are_the_code_registries():
     assert params_mod.ODD_RULES == fusion.ODD_RULES
     assert params_mod.ENCODERS == masktree.ENCODERS
     assert params_mod.RUNNER_MODES == runner.MODES
-    from rvos_kit.sample import MODELS
+    from rvos_kit.stages.data import MODELS
 
     assert params_mod.RVOS_MODELS == MODELS

@@ -18,11 +18,11 @@ from conftest import tree_bytes
 from PIL import Image
 
 from rvos_kit.cli import main
-from rvos_kit.dag import render
 from rvos_kit.errors import KitError
-from rvos_kit.meta import load_meta
-from rvos_kit.pack import pack
-from rvos_kit.sample import MODELS, make_sample
+from rvos_kit.pipeline.dag import render
+from rvos_kit.stages.data import MODELS, make_sample
+from rvos_kit.stages.pack import pack
+from rvos_kit.trees.meta import load_meta
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

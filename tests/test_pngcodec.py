@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rvos_kit import pngcodec
 from rvos_kit.errors import KitError
-from rvos_kit.pngcodec import EncodeCache, decode_values, encode_mask, fast_decode
+from rvos_kit.trees import pngcodec
+from rvos_kit.trees.pngcodec import EncodeCache, decode_values, encode_mask, fast_decode
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def unfilter(request, monkeypatch):
     """Each decoding test runs on the compiled unfilter (setup.py builds it wherever a C
     compiler exists, as here and in CI) and on the numpy path that replaces it elsewhere."""
     if request.param == "c":
-        assert pngcodec._c_unfilter is not None, "rvos_kit._unfilter was not built"
+        assert pngcodec._c_unfilter is not None, "rvos_kit.trees._unfilter was not built"
     else:
         monkeypatch.setattr(pngcodec, "_c_unfilter", None)
     return request.param
@@ -216,7 +216,7 @@ def test_encode_cache_by_content(rng):
 
 
 def test_codec_names_still_importable_from_masktree():
-    from rvos_kit import masktree
+    from rvos_kit.trees import masktree
 
     for name in ("ENCODERS", "decode_values", "encode_mask", "png_header"):
         assert getattr(masktree, name) is getattr(pngcodec, name)

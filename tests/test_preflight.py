@@ -18,9 +18,9 @@ import pytest
 import yaml
 from test_artifacts import FileServer, sha
 
-from rvos_kit import preflight
 from rvos_kit.cli import main
-from rvos_kit.dag import render
+from rvos_kit.pipeline import preflight
+from rvos_kit.pipeline.dag import render
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

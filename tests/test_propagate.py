@@ -15,9 +15,9 @@ from PIL import Image
 
 from rvos_kit.cli import main
 from rvos_kit.errors import KitError
-from rvos_kit.masktree import encode_mask, read_mask
-from rvos_kit.propagate import make_backend, propagate
-from rvos_kit.propagate.flow_backend import FlowBackend
+from rvos_kit.stages.propagate import make_backend, propagate
+from rvos_kit.stages.propagate.flow_backend import FlowBackend
+from rvos_kit.trees.masktree import encode_mask, read_mask
 
 # ----------------------------------------------------------------- generated data
 
@@ -115,7 +115,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max(1, (a | b).sum()))
 
 
-# The CLI runs a whole stage through Ray (rvos_kit.scale): one local cluster per session.
+# The CLI runs a whole stage through Ray (rvos_kit.compute.scale): one local cluster per session.
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 

@@ -15,13 +15,13 @@ from test_propagate import cli_args, make_dataset
 
 from rvos_kit.cli import main
 from rvos_kit.errors import KitError
-from rvos_kit.masktree import decode_values, read_mask
-from rvos_kit.meta import load_meta
-from rvos_kit.propagate import make_backend, propagate
-from rvos_kit.propagate.frames import VideoFrames
+from rvos_kit.stages.propagate import make_backend, propagate
+from rvos_kit.stages.propagate.frames import VideoFrames
+from rvos_kit.trees.masktree import decode_values, read_mask
+from rvos_kit.trees.meta import load_meta
 
 torch = pytest.importorskip("torch")
-aot_backend = pytest.importorskip("rvos_kit.propagate.aot_backend")
+aot_backend = pytest.importorskip("rvos_kit.stages.propagate.aot_backend")
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -17,7 +17,13 @@ from conftest import make_meta_dict, make_tree, write_meta
 from PIL import Image
 
 from rvos_kit.cli import main
-from rvos_kit.report import AGREE, ALPHA_AGREE, ALPHA_DIFF, OURS_ONLY, overlay_colour
+from rvos_kit.stages.audit.html import (
+    AGREE,
+    ALPHA_AGREE,
+    ALPHA_DIFF,
+    OURS_ONLY,
+    overlay_colour,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")

@@ -22,18 +22,18 @@ import pytest
 
 from rvos_kit import __version__
 from rvos_kit.cli import main
-from rvos_kit.errors import KitError
-from rvos_kit.runner import (
+from rvos_kit.compute.docker import (
     DEFAULT_IMAGES,
     Mount,
     Settings,
     docker_argv,
-    execute,
     image_key,
     kit_source_dir,
     load_settings,
     plan_docker,
 )
+from rvos_kit.errors import KitError
+from rvos_kit.pipeline.run import execute
 
 PARAMS = """\
 data: {root: data/refer_youtube_vos, split: valid}

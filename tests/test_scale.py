@@ -1,4 +1,4 @@
-"""Sharded stages on a real local Ray (rvos_kit.scale): the bytes do not depend on the
+"""Sharded stages on a real local Ray (rvos_kit.compute.scale): the bytes do not depend on the
 shard count, a killed worker costs a retry, an interrupted stage resumes shard by shard.
 
 Ray is started once per session (conftest.ray_cluster: 2 CPUs, 2 logical GPUs)."""
@@ -24,13 +24,8 @@ from test_infer import data, fake_driver  # noqa: F401 (a fixture)
 from test_propagate import cli_args, make_dataset
 
 from rvos_kit.cli import main
-from rvos_kit.errors import KitError
-from rvos_kit.infer import core
-from rvos_kit.params import check_params
-from rvos_kit.propagate import propagate
-from rvos_kit.propagate.flow_backend import FlowBackend
-from rvos_kit.runner import Settings, docker_argv
-from rvos_kit.scale import (
+from rvos_kit.compute.docker import Settings, docker_argv
+from rvos_kit.compute.scale import (
     FAULT_ENV,
     PRELOAD_ENV,
     SLOW_ENV,
@@ -43,6 +38,11 @@ from rvos_kit.scale import (
     shard_key,
     stage_params,
 )
+from rvos_kit.errors import KitError
+from rvos_kit.pipeline.params import check_params
+from rvos_kit.stages.propagate import propagate
+from rvos_kit.stages.propagate.flow_backend import FlowBackend
+from rvos_kit.stages.rvos.infer import core
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -247,7 +247,7 @@ def test_infer_gpu_shards_identical(data, upstream, tmp_path, monkeypatch):  # n
     tests = Path(__file__).resolve().parent
     monkeypatch.setenv(PRELOAD_ENV, f"{tests}:shard_preload_infer")
     # the same stand-in in this process, for the in-process reference run
-    monkeypatch.setitem(sys.modules, "rvos_kit.infer._fake", fake_driver("logits"))
+    monkeypatch.setitem(sys.modules, "rvos_kit.stages.rvos.infer._fake", fake_driver("logits"))
     monkeypatch.setitem(core.MODELS, "soc", ("_fake", "logits"))
     assert main([*common, "--shard", "1/1", "--out", str(tmp_path / "one")]) == 0
     ref = tree_bytes(tmp_path / "one")

@@ -21,12 +21,12 @@ from test_importers import make_dump
 from test_propagate import MIXED, make_dataset, write_png
 
 from rvos_kit.cli import main
-from rvos_kit.fusion import VoteRule, vote
-from rvos_kit.importers import import_pth
-from rvos_kit.meta import load_meta
-from rvos_kit.propagate import propagate
-from rvos_kit.propagate.flow_backend import FlowBackend
-from rvos_kit.staging import mark_path
+from rvos_kit.stages.fusion import VoteRule, vote
+from rvos_kit.stages.propagate import propagate
+from rvos_kit.stages.propagate.flow_backend import FlowBackend
+from rvos_kit.stages.rvos.dumps import import_pth
+from rvos_kit.trees.meta import load_meta
+from rvos_kit.trees.staging import mark_path
 
 BIN = Path(sys.executable).parent
 
@@ -565,7 +565,7 @@ def test_verify_into_a_closed_pipe_is_quiet(tmp_path):
 
 def test_a_kill_between_the_commit_renames_puts_the_previous_output_back(tmp_path, capsys):
     from rvos_kit.errors import KitError
-    from rvos_kit.staging import StagedTree
+    from rvos_kit.trees.staging import StagedTree
 
     out = tmp_path / "out"
     with StagedTree(out) as st:

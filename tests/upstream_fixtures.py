@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rvos_kit.infer import core, mutr, referformer, soc, swin
+from rvos_kit.stages.rvos.infer import core, mutr, referformer, soc, swin
 
 DRIVERS = {"soc": soc, "mutr": mutr, "referformer_ft": referformer}
 

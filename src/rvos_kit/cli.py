@@ -17,26 +17,23 @@ from . import __version__
 from .errors import KitError
 from .helptext import HelpFormatter, plain
 
-# In DAG order: data -> rvos outputs -> key frames -> propagate -> fuse -> package ->
-# evaluate / audit. (module, in rvos_kit)
-VERB_MODULES = (
-    "sample",
-    "meta",
-    "artifacts",
-    "infer",
-    "importers",
-    "keyframes",
-    "propagate",
-    "fusion",
-    "pack",
-    "evaluate",
-    "audit",
-    "summary",
-    "report",
-    "dag",
-    "preflight",
-    "runner",
-)
+# The verbs, grouped as the DAG runs: data -> rvos outputs -> key frames -> propagate ->
+# fuse -> package -> evaluate / audit, then the pipeline tools. Each entry: the module under
+# rvos_kit and the function in it that adds the verb(s) (``register`` unless named).
+VERB_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("data and downloads", ("stages.data", "stages.data:register_valid_meta",
+                            "artifacts.fetch")),
+    ("rvos outputs (the five models' masks)", ("stages.rvos.infer", "stages.rvos.released",
+                                               "stages.rvos.dumps")),
+    ("key frames", ("stages.keyframes",)),
+    ("propagate (AOT / DeAOT / flow)", ("stages.propagate",)),
+    ("fuse (vote)", ("stages.fusion",)),
+    ("package", ("stages.pack",)),
+    ("evaluate / audit", ("stages.evaluate.jf", "stages.evaluate.summary",
+                          "stages.evaluate.report", "stages.audit")),
+    ("pipeline (dvc.yaml, checks, images)", ("pipeline.dag", "pipeline.preflight",
+                                             "pipeline.run")),
+)  # fmt: skip
 
 DESCRIPTION = """\
 Reproducibility kit for the 1st-place ICCV 2023 LSVOS track-3 solution.
@@ -61,10 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --params: refuse to run unless this command is still what PARAMS "
         "generates for STAGE (a stale dvc.yaml)",
     )
-    sub = parser.add_subparsers(dest="verb", metavar="<verb>")
+    sub = parser.add_subparsers(dest="verb", metavar="<verb>", help=argparse.SUPPRESS)
     sub.required = True
-    for name in VERB_MODULES:
-        importlib.import_module(f"rvos_kit.{name}").register(sub)
+    listing = []
+    for title, entries in VERB_GROUPS:
+        before = set(sub.choices)
+        for entry in entries:
+            module, _, func = entry.partition(":")
+            getattr(importlib.import_module(f"rvos_kit.{module}"), func or "register")(sub)
+        added = [v for v in sub.choices if v not in before]
+        helps = {a.dest: a.help for a in sub._choices_actions}
+        listing.append(f"{title}:")
+        listing += [f"  {v:<13} {helps.get(v) or ''}".rstrip() for v in added]
+    parser.epilog = "verbs, in DAG order:\n" + "\n".join(listing)
     for verb in sub.choices.values():  # plain text, defaults shown (helptext.py)
         verb.description = plain(verb.description)
         verb.formatter_class = HelpFormatter
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dag_node or args.dag_params:
             if not (args.dag_node and args.dag_params):
                 raise KitError("--params and --node (before the verb) go together")
-            from .dag import check_stage
+            from .pipeline.dag import check_stage
 
             check_stage(args.dag_params, args.dag_node, argv)
         rc = int(args.func(args) or 0)

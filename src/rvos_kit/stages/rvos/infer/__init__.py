@@ -1,0 +1,239 @@
+"""``rvos-kit infer``: run the published RVOS inference code (pinned commit, unmodified)
+and write a model folder; ``rvos-kit infer-merge``: join shard folders.
+
+infer --model {soc,mutr,referformer_ft,vit_huge,convnext}
+    Checks that ``--upstream`` is the published repository at commit c538b0d (git HEAD,
+    or every file's git blob id against the manifest the kit ships) before importing any
+    of it, then calls the model's own worker through a thin driver (one module per
+    codebase in ``rvos_kit/stages/rvos/infer/``) on chunks of videos. Each chunk's dump is
+    turned into
+    ``MODEL_DIR/Annotations/`` (binarised as ``import-pth`` does), ``scores.json`` (the
+    dump's ``class_info``) and, for the probability models, ``Annotations_sigmoid_odd/``,
+    and then deleted: host memory stays bounded by one chunk, whatever the number of
+    videos. ``--png-run`` also runs the model's separate PNG script into
+    ``MODEL_DIR/Annotations_pngrun/`` (for mutr in ``challenge2023`` mode: the tree
+    propagation starts from, input short side 432; quirk 9.6).
+
+    ``--device cuda`` needs the compiled MultiScaleDeformableAttention op (the Docker
+    image). ``--device cpu`` runs the same code with the op replaced by the pure-PyTorch
+    reference the upstream code ships (``ms_deform_attn_core_pytorch``), for tests.
+
+    ``--videos`` and ``--shard I/N`` restrict the run to some videos; shard folders joined
+    by ``infer-merge`` are byte-identical to one unsharded run.
+
+Python: :func:`infer_videos` (one call per shard, as the scale helper does) and
+:func:`merge_shards`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .core import (
+    DEVICES,
+    MODELS,
+    PNG_RUN_TREE,
+    SPLITS,
+    infer_videos,
+    merge_shards,
+    select_videos,
+    shard_videos,
+)
+
+__all__ = [
+    "MODELS",
+    "PNG_RUN_TREE",
+    "infer_videos",
+    "merge_shards",
+    "select_videos",
+    "shard_videos",
+    "register",
+]
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected I/N, e.g. 2/5") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 1 <= I <= N")
+    return i, n
+
+
+def _videos(args) -> list[str] | None:
+    if args.videos is None:
+        return None
+    return [v for v in args.videos.split(",") if v]
+
+
+def run_infer(args) -> int:
+    """One shard (``--videos``, ``--shard``), or a whole stage where there is no Ray (in an
+    image, where ``rvos-kit run`` starts it), in this process; else the whole stage as
+    shards on Ray (:func:`_run_sharded`)."""
+    import importlib.util
+    import os
+
+    from ....compute.docker import IN_CONTAINER_ENV
+    from ....errors import KitError
+    from .core import load_meta_file
+
+    videos = _videos(args)
+    # an image, or the upstream code's own environment, has no Ray: in process there
+    here = os.environ.get(IN_CONTAINER_ENV) == "1" or importlib.util.find_spec("ray") is None
+    if videos is None and args.shard is None and not here:  # the whole stage: on Ray
+        return _run_sharded(args)
+    from ....compute.scale import child_setup
+
+    child_setup()  # a no-op unless this process is a shard started by rvos_kit.compute.scale
+    if args.shard is not None:
+        meta, _ = load_meta_file(args.meta)
+        videos = [v.name for v in select_videos(meta, videos, args.shard)]
+        if not videos:
+            print(f"infer: shard {args.shard[0]}/{args.shard[1]} holds no video", file=sys.stderr)
+    if args.chunk_videos < 1:
+        raise KitError("--chunk-videos must be >= 1")
+    r = infer_videos(
+        args.model, videos, meta=args.meta, images=args.images, split=args.split,
+        upstream=args.upstream, checkpoint=args.checkpoint, pretrained=args.pretrained,
+        out_dir=args.out, device=args.device, png_run=args.png_run, chunk=args.chunk_videos,
+        keep_dumps=args.keep_dumps,
+    )  # fmt: skip
+    extra = f" and {PNG_RUN_TREE}/" if args.png_run else ""
+    print(
+        f"infer {args.model}: {r['masks']} masks of {r['videos']} videos -> "
+        f"{args.out}/Annotations/, scores.json{extra}"
+    )
+    return 0
+
+
+def _run_sharded(args) -> int:
+    """Every video of meta, as shards on Ray (:mod:`rvos_kit.compute.scale`); each shard is this
+    verb with ``--videos``, the shards are joined by :func:`merge_shards`."""
+    import hashlib
+    import os
+    from pathlib import Path
+
+    from ....compute import scale
+    from ....compute.docker import IN_CONTAINER_ENV, check_docker, image_key, load_settings
+    from ....errors import KitError
+    from .core import _check_frames, _check_out, load_meta_file
+    from .mounts import mounts_for_args
+
+    if args.chunk_videos < 1:
+        raise KitError("--chunk-videos must be >= 1")
+    params = scale.stage_params(args)
+    settings = scale.settings_from_args(args, "infer")
+    meta, _ = load_meta_file(args.meta)
+    _check_frames(Path(args.images), list(meta))
+    _check_out(Path(args.out))
+    for what, path in (("--checkpoint", args.checkpoint), ("--pretrained", args.pretrained)):
+        if not Path(path).exists():
+            raise KitError(f"{path}: {what} not found")
+    base = ["infer", "--model", args.model, "--meta", args.meta, "--images", args.images,
+            "--split", args.split, "--upstream", args.upstream, "--checkpoint", args.checkpoint,
+            "--pretrained", args.pretrained, "--device", args.device,
+            "--chunk-videos", str(args.chunk_videos)]  # fmt: skip
+    base += ["--png-run"] * bool(args.png_run)
+    record = {
+        "verb": base,
+        "cwd": os.getcwd(),
+        "meta": hashlib.sha256(Path(args.meta).read_bytes()).hexdigest(),
+    }
+    image = runner = None
+    rs = load_settings(params) if params else None
+    if rs is not None and rs.mode == "docker" and os.environ.get(IN_CONTAINER_ENV) != "1":
+        key = image_key(rs, "infer", base[1:], f"infer_{args.model}")
+        if key is not None:
+            image, runner = rs.images[key], rs
+            check_docker(image)
+    stage = scale.ShardedStage(
+        name=f"infer {args.model} -> {Path(args.out).name}",
+        kind="infer",
+        out=Path(args.out),
+        weights=[(v.name, len(v.frames) * len(v.exp_ids)) for v in meta],
+        record=record,
+        argv=lambda vids: list(base),
+        merge=lambda dirs, out: merge_shards(dirs, args.meta, out),
+        complete=lambda d, vids: (d / "scores.json").is_file(),
+        image=image,
+        runner=runner,
+        mounts=mounts_for_args,
+    )
+    r = scale.run_sharded(stage, settings)
+    print(f"infer {args.model}: {r.describe()} -> {args.out}")
+    return 0
+
+
+def run_merge(args) -> int:
+    r = merge_shards(args.shards, args.meta, args.out, _videos(args))
+    n, videos = r["shards"], r["videos"]
+    print(f"merged {n} shard folders ({videos} videos, {r['files']} PNGs) -> {args.out}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "infer",
+        help="run a model's published inference code (pinned, unmodified) into a model folder",
+        description=__doc__.split("\nPython:")[0],  # the Python API is not for --help
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, choices=list(MODELS))
+    p.add_argument("--meta", required=True, help="meta_expressions.json of the split")
+    p.add_argument(
+        "--images", required=True, help="the split's JPEGImages: <images>/<video>/<frame>.jpg"
+    )
+    p.add_argument("--split", required=True, choices=SPLITS)
+    p.add_argument(
+        "--upstream",
+        required=True,
+        help="root of the published repository at c538b0d (holds soc_test/, MUTR/, ...)",
+    )
+    p.add_argument("--checkpoint", required=True, help="the model's published checkpoint file")
+    p.add_argument(
+        "--pretrained",
+        required=True,
+        help="holds roberta-base/, bert-base-uncased/ (save_pretrained layout) and, for soc, "
+        "swin_base_patch244_window877_kinetics400_22k.pth",
+    )
+    p.add_argument("--out", required=True, help="model folder to write (Annotations/, scores.json)")
+    p.add_argument("--device", choices=DEVICES, default="cuda")
+    p.add_argument("--videos", metavar="V1,V2", help="only these videos (comma-separated)")
+    p.add_argument(
+        "--shard", type=_shard, metavar="I/N", help="only part I of N (contiguous, meta order)"
+    )
+    from ....compute.scale import add_arguments  # without --videos / --shard: every video, on Ray
+
+    add_arguments(p)
+    p.add_argument(
+        "--png-run",
+        action="store_true",
+        help=f"also run the model's PNG script into {PNG_RUN_TREE}/ (mutr: short side 432)",
+    )
+    p.add_argument(
+        "--chunk-videos",
+        type=int,
+        default=1,
+        metavar="K",
+        help="videos per call of the upstream worker; bounds host memory (default 1)",
+    )
+    p.add_argument(
+        "--keep-dumps", metavar="DIR", help="keep each chunk's upstream .pth here (debug, tests)"
+    )
+    p.set_defaults(func=run_infer)
+
+    m = sub.add_parser(
+        "infer-merge",
+        help="join model folders written for disjoint shards of videos into one",
+        description="Union of the shards' trees and scores.json in meta order; byte-identical "
+        "to one unsharded `infer` run.",
+    )
+    m.add_argument("shards", nargs="+", metavar="SHARD_DIR")
+    m.add_argument("--meta", required=True)
+    m.add_argument("--out", required=True)
+    m.add_argument(
+        "--videos", metavar="V1,V2", help="the videos the shards cover (default: all of meta)"
+    )
+    m.set_defaults(func=run_merge)
