@@ -22,10 +22,11 @@ Writing
     pinned for that. ``encoder="fast"``: same pixels, different bytes, much faster.
 
     :func:`~rvos_kit.trees.files.atomic_write_bytes` writes a temp file beside the target
-    and renames it, so a killed run never leaves a truncated PNG. :class:`~rvos_kit.trees.staging.StagedTree` builds a
-    whole output tree under a hidden staging folder and moves it into place only when the
-    stage succeeds, so an output root is either the previous complete tree or the new one
-    (and never a folder the kit did not create; see :mod:`rvos_kit.trees.staging`).
+    and renames it, so a killed run never leaves a truncated PNG.
+    :class:`~rvos_kit.trees.staging.StagedTree` builds a whole output tree under a hidden
+    staging folder and moves it into place only when the stage succeeds, so an output root
+    is either the previous complete tree or the new one (and never a folder the kit did not
+    create; see :mod:`rvos_kit.trees.staging`).
 """
 
 from __future__ import annotations

@@ -283,8 +283,8 @@ def check(req) -> None:
 
 def run(req, videos, out) -> None:
     """The driver contract of :mod:`rvos_kit.stages.rvos.infer.core`: one ``train_net.py``
-    run per chunk of ``req.chunk`` videos, each chunk's dump handed to ``out.add_dump`` (converted into
-    the model folder, then deleted) before the next chunk starts."""
+    run per chunk of ``req.chunk`` videos, each chunk's dump handed to ``out.add_dump``
+    (converted into the model folder, then deleted) before the next chunk starts."""
     from .core import chunks
 
     in_container = os.environ.get("RVOS_KIT_IN_CONTAINER") == "1"
