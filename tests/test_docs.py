@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 from contextlib import redirect_stdout
@@ -175,8 +176,11 @@ def test_readme_generator_follows_its_inputs(tmp_path):
     for f in (str(x.relative_to(REPO)) for x in files):
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / f).write_bytes((REPO / f).read_bytes())
+    shutil.copytree(REPO / "src/rvos_kit", tmp_path / "src/rvos_kit",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so"))  # fmt: skip
     text = (REPO / "README.md").read_text()
     assert readme.render(text, tmp_path) == text
+    (tmp_path / "src/rvos_kit/stages/extra.py").write_text('"""A planted stage. More."""\n')
     (tmp_path / "demo/outputs/metrics/final.json").write_text('{"J": 1.0, "F": 2.0, "J&F": 1.5}')
     dvc = tmp_path / "dvc.yaml"
     dvc.write_text(dvc.read_text() + "  extra:\n    cmd: 'true'\n")
@@ -184,3 +188,4 @@ def test_readme_generator_follows_its_inputs(tmp_path):
     assert "| final | stage 2, the submission | 1.00 | 2.00 | 1.50 |" in out
     n = len(__import__("yaml").safe_load((REPO / "dvc.yaml").read_text())["stages"])
     assert f"`dvc.yaml` {n + 1}," in out
+    assert "    extra.py        A planted stage\n" in out  # the package map follows the tree

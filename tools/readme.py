@@ -15,6 +15,9 @@ stages      the number of DVC stages of each pipeline: dvc.yaml, demo/dvc.yaml,
             audit/dvc.yaml (written by `rvos-kit dag`)
 fresh-clone the fresh-clone timings: bench/results/fresh-clone.json (bench/fresh_clone.py)
 lock        how many checkpoints.lock entries have a sha256 recorded
+package-map the package tree, two levels deep, each module's or folder's summary (the
+            first sentence of its docstring), and the verbs grouped in DAG order as
+            `rvos-kit --help` lists them (rvos_kit.cli.VERB_GROUPS)
 
     python tools/readme.py           # rewrite the blocks in place
     python tools/readme.py --check   # exit 1 if README.md differs (the tests run this)
@@ -157,7 +160,77 @@ def lock(repo: Path) -> str:
     return f"`checkpoints.lock` today: {state}; {manual} are manual downloads.\n"
 
 
-GENERATORS = {"demo-jf": demo_jf, "stages": stages, "fresh-clone": fresh_clone, "lock": lock}
+PKG_ORDER = ("cli.py", "errors.py", "argtypes.py", "helptext.py", "trees", "compute",
+             "artifacts", "stages", "pipeline")  # fmt: skip
+STAGE_ORDER = ("data.py", "rvos", "keyframes.py", "propagate", "fusion.py", "pack.py",
+               "evaluate", "audit")  # fmt: skip
+
+
+def _summary(path: Path, width: int) -> str:
+    """The first sentence of a module's (or a package's __init__) docstring, markup
+    stripped, cut to ``width`` characters at a word."""
+    import ast
+
+    f = path / "__init__.py" if path.is_dir() else path
+    doc = ast.get_docstring(ast.parse(f.read_text())) or ""
+    first = " ".join(doc.split("\n\n")[0].split())
+    first = re.sub(r":\w+:`~?([^`]+)`", lambda m: m[1].rsplit(".", 1)[-1], first)
+    first = first.replace("``", "`")
+    m = re.search(r"(?<=[a-z0-9)`'\"])[.;](\s|$)", first)
+    s = first[: m.start()] if m else first
+    if len(s) > width:  # the README map is one screen wide
+        s = s[: width - 3].rsplit(" ", 1)[0] + "..."
+    return s
+
+
+def _children(folder: Path, order=()) -> list[Path]:
+    kids = [k for k in folder.iterdir()
+            if (k.suffix == ".py" and k.name != "__init__.py")
+            or (k.is_dir() and (k / "__init__.py").is_file())]  # fmt: skip
+    rank = {n: i for i, n in enumerate(order)}
+    return sorted(kids, key=lambda k: (rank.get(k.name, len(rank)), k.name))
+
+
+def package_map(repo: Path) -> str:
+    pkg = repo / "src" / "rvos_kit"
+    lines = ["```", "src/rvos_kit/"]
+    for top in _children(pkg, PKG_ORDER):
+        if top.name == "__main__.py":
+            continue
+        name = top.name + ("/" if top.is_dir() else "")
+        lines.append(f"  {name:<16}{_summary(top, 78)}")
+        if top.is_dir():
+            order = STAGE_ORDER if top.name == "stages" else ()
+            for sub in _children(top, order):
+                sname = sub.name + ("/" if sub.is_dir() else "")
+                lines.append(f"    {sname:<16}{_summary(sub, 76)}")
+    lines.append("```")
+    from rvos_kit.cli import VERB_GROUPS, build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    lines += ["", "| DAG step | verbs | where |", "|---|---|---|"]
+    import importlib
+
+    for title, entries in VERB_GROUPS:
+        mods = []
+        for e in entries:
+            mod = e.partition(":")[0]
+            path = "src/rvos_kit/" + mod.replace(".", "/")
+            m = importlib.import_module(f"rvos_kit.{mod}")
+            path += "/" if Path(m.__file__).name == "__init__.py" else ".py"
+            if path not in mods:
+                mods.append(path)
+        verbs = [v for v, p in sub.choices.items()
+                 if p._defaults.get("func").__module__.startswith(
+                     tuple(f"rvos_kit.{e.partition(':')[0]}" for e in entries))]  # fmt: skip
+        where = ", ".join(f"`{m.removeprefix('src/rvos_kit/')}`" for m in mods)
+        lines.append(f"| {title} | {', '.join(f'`{v}`' for v in verbs)} | {where} |")
+    return "\n".join(lines) + "\n"
+
+
+GENERATORS = {"demo-jf": demo_jf, "stages": stages, "fresh-clone": fresh_clone, "lock": lock,
+              "package-map": package_map}  # fmt: skip
 
 
 def render(text: str, repo: Path = REPO) -> str:

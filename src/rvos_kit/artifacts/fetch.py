@@ -1,10 +1,13 @@
-"""Pinned artifacts: ``checkpoints.lock``, ``rvos-kit fetch`` and ``rvos-kit verify``.
+"""``rvos-kit fetch`` and ``rvos-kit verify``: the files of ``checkpoints.lock`` on disk,
+downloaded and checked.
 
-The lock (YAML, committed) lists every file the pipeline downloads: checkpoints, text
-encoders, the Video-Swin backbone and the authors' released Annotations zips. Per entry:
-``name``, ``source`` (``gdrive`` file id | ``url`` | ``hf`` repo + revision + file |
-``manual`` instructions), ``sha256`` and ``size`` (null = not recorded yet), ``path``
-(relative to ``--dest``, default: the lock's folder) and ``used_by`` (pipeline stages).
+The lock (YAML, committed, :mod:`rvos_kit.artifacts.lock`) lists every file the pipeline
+downloads: checkpoints, text encoders, the Video-Swin backbone and the authors' released
+Annotations zips (``path`` relative to ``--dest``, default: the lock's folder). Downloads
+go through :mod:`rvos_kit.artifacts.download`. With ``--params`` the verbs ask the
+pipeline which downloads a params file reads (``pipeline_downloads`` of
+:mod:`rvos_kit.pipeline.preflight`): the one import from this room upward, made inside
+the function that needs it.
 
 fetch
     Download artifacts of checkpoints.lock: the NAMEs given, those a stage uses
