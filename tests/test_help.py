@@ -100,3 +100,24 @@ def test_top_level_help_points_at_the_contract():
     r = subprocess.run([sys.executable, "-m", "rvos_kit", "--help"], capture_output=True,
                        text=True, check=True)  # fmt: skip
     assert "docs/contract.md" in r.stdout and "vote" in r.stdout
+
+
+def test_top_level_help_lists_every_verb_once_grouped_in_dag_order():
+    r = subprocess.run([sys.executable, "-m", "rvos_kit", "--help"], capture_output=True,
+                       text=True, check=True)  # fmt: skip
+    text = r.stdout.split("verbs, in DAG order:\n", 1)[1]
+    groups, listed = [], []
+    for line in text.splitlines():
+        if line and not line.startswith(" "):
+            groups.append(line.rstrip(":"))
+        elif line.strip():
+            listed.append(line.split()[0])
+    order = ["data", "rvos outputs", "key frames", "propagate", "fuse", "package",
+             "evaluate / audit", "pipeline"]  # fmt: skip
+    assert [g for g in groups] == [g for g in groups if any(g.startswith(o) for o in order)]
+    firsts = [next(i for i, o in enumerate(order) if g.startswith(o)) for g in groups]
+    assert firsts == sorted(firsts) == list(range(len(order))), groups
+    assert sorted(listed) == sorted(verbs()), "every verb listed exactly once"
+    assert listed.index("infer") < listed.index("keyframes") < listed.index("propagate")
+    assert listed.index("propagate") < listed.index("vote") < listed.index("pack")
+    assert listed.index("pack") < listed.index("evaluate") < listed.index("dag")

@@ -177,8 +177,10 @@ def _summary(path: Path, width: int) -> str:
     first = re.sub(r":\w+:`~?([^`]+)`", lambda m: m[1].rsplit(".", 1)[-1], first)
     first = first.replace("``", "`")
     m = re.search(r"(?<=[a-z0-9)`'\"])[.;](\s|$)", first)
-    s = first[: m.start()] if m else first
-    if len(s) > width:  # the README map is one screen wide
+    s = (first[: m.start()] if m else first).rstrip(":")
+    if len(s) > width and len(s.split(": ", 1)[0]) >= 15:  # the map is one screen wide
+        s = s.split(": ", 1)[0]
+    if len(s) > width:
         s = s[: width - 3].rsplit(" ", 1)[0] + "..."
     return s
 
