@@ -104,6 +104,9 @@ def test_reproduce_without_inputs_says_what_is_missing(tmp_path):
     assert "Traceback" not in r.stderr
     assert "meta_expressions.json not found" in r.stderr
     assert "models.vit_huge (source: infer) lacks" in r.stderr
+    # the lock pins no sha256 yet: every fetch hint says --record (else fetch refuses)
+    hints = re.findall(r"`rvos-kit fetch --params params.yaml[^`]*`", r.stderr)
+    assert len(hints) >= 6 and all(h.endswith(" --record`") for h in hints), hints
     assert "not available yet" not in r.stderr
     assert "rvos-kit fetch --params params.yaml" in r.stderr and "aot_swinl" in r.stderr
     # the demo generates its own inputs

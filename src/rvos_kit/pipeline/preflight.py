@@ -244,10 +244,15 @@ def check_infer(pl: Pipeline) -> Iterable[str]:
                 "commit c538b0d)"
             )
         if lacks:
+            # unpinned lock entries are fetched only with --record (trust on first use)
+            arts = pl.builder.lock().artifacts
+            unpinned = any(
+                a.sha256 is None for a in arts if a.name == m or f"infer_{m}" in a.used_by
+            )
             yield (
                 f"models.{m} (source: infer) lacks {'; '.join(lacks)}. Files: `rvos-kit fetch "
-                f"--params {pl.cmd_path(pl.params_path.name)}` (UNINEXT weights: by hand, it "
-                "prints how)"
+                f"--params {pl.cmd_path(pl.params_path.name)}{' --record' * unpinned}` "
+                "(UNINEXT weights: by hand, it prints how)"
             )
 
 
