@@ -1,0 +1,263 @@
+"""The AOT / DeAOT networks of the published propagation, built from the ``deaotpy``
+package (module ``aot``), and their checkpoints (used by :mod:`.aot_backend`).
+
+Model and configuration
+    * ``swinl_aotl`` / ``swinl_deaotl``: deaotpy ships Swin-B only. The Swin-L encoder is
+      deaotpy's own ``SwinTransformer`` with embed dim 192, depths [2, 2, 18, 2], heads
+      [6, 12, 24, 48], window 12, out indices (0, 1, 2) (only the first three stages are
+      built), encoder dims [192, 384, 768, 768], 3 LSTT layers, ``align_corners=False``
+      (the Swin-B settings otherwise). aot-benchmark's own ``swin_large`` uses window 7;
+      the released checkpoints decide, and a window mismatch shows up at loading as a shape
+      mismatch of ``relative_position_bias_table``.
+    * Stage ``pre_ytb_dav``: in deaotpy a stage config only sets training data and the
+      pre-training checkpoint path -- and its constructor creates result folders in the
+      current directory. It is therefore not instantiated: the model config is deaotpy's
+      ``DefaultEngineConfig`` with ``STAGE_NAME = "PRE_YTB_DAV"``; inference reads only the
+      ``MODEL_*`` and ``TEST_*`` fields. Long-term memory gap: the model's
+      ``TEST_LONG_TERM_MEM_GAP`` (5 for every ``*l`` model, the published value; 9999, i.e.
+      reference frame only, for the tiny/small/base variants) unless ``long_term_gap`` says
+      otherwise.
+    * Correlation sampler: without ``spatial_correlation_sampler`` installed, deaotpy's AOT
+      block falls back to ``MultiheadLocalAttentionV3``, whose forward fails with a shape
+      error in deaotpy 1.11.0. Every such layer is replaced by deaotpy's
+      ``MultiheadLocalAttentionV2(enable_corr=False)``: same parameters (so the same
+      checkpoint keys), and the same local attention computed with ``unfold`` instead of
+      the CUDA sampler (equal up to float rounding). DeAOT's gated propagation has its own
+      sampler-free path and is used as is. Where the sampler is installed, deaotpy uses it.
+    * Checkpoints: a plain state dict, or one wrapped under ``state_dict`` / ``model``
+      (possibly nested), keys with or without ``module.``. Every parameter of the network
+      must be present with the right shape; extra keys are ignored (as the published
+      ``load_network`` did) and counted in a warning. ``torch.load(weights_only=True)``
+      where this PyTorch has it (1.13 and later): a file holding other Python objects is
+      refused unless ``trust_checkpoint`` (``--trust-checkpoint``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import inspect
+import io
+import re
+import warnings
+from pathlib import Path
+
+from ...errors import KitError
+
+AOT_MODELS = (
+    "swinl_aotl",
+    "aott",
+    "aots",
+    "aotb",
+    "aotl",
+    "r50_aotl",
+    "r101_aotl",
+    "rs101_aotl",
+    "swinb_aotl",
+)
+DEAOT_MODELS = (
+    "swinl_deaotl",
+    "deaott",
+    "deaots",
+    "deaotb",
+    "deaotl",
+    "r50_deaotl",
+    "swinb_deaotl",
+)
+MODELS = {"aot": AOT_MODELS, "deaot": DEAOT_MODELS}
+DEFAULT_MODEL = {"aot": "swinl_aotl", "deaot": "swinl_deaotl"}
+
+# Swin-L encoder of the released swinl_aotl / swinl_deaotl checkpoints (contract section 5).
+SWIN_L = {
+    "embed_dim": 192,
+    "depths": [2, 2, 18, 2],
+    "num_heads": [6, 12, 24, 48],
+    "window_size": 12,
+    "out_indices": (0, 1, 2),
+    "encoder_dim": [192, 384, 768, 768],
+    "lstt_num": 3,
+}
+
+
+def _quiet():
+    """deaotpy prints (and PyTorch warns) while building some layers; keep stdout clean."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    return stack
+
+
+def correlation_sampler_installed() -> bool:
+    return importlib.util.find_spec("spatial_correlation_sampler") is not None
+
+
+def model_config(name: str):
+    """deaotpy engine config for ``name`` at stage ``pre_ytb_dav`` (see module docstring)."""
+    from aot.configs.default import DefaultEngineConfig
+
+    swin_l = name.startswith("swinl_")
+    base = name.replace("swinl_", "swinb_") if swin_l else name
+    cfg = DefaultEngineConfig("rvos_kit", base)
+    if swin_l:
+        cfg.MODEL_NAME = "SwinL_" + cfg.MODEL_NAME.split("_", 1)[1]
+        cfg.MODEL_ENCODER = "swin_large"
+        cfg.MODEL_ENCODER_DIM = list(SWIN_L["encoder_dim"])
+        cfg.MODEL_LSTT_NUM = SWIN_L["lstt_num"]
+        cfg.MODEL_ALIGN_CORNERS = False
+        cfg.EXP_NAME = "rvos_kit_" + cfg.MODEL_NAME
+    cfg.STAGE_NAME = "PRE_YTB_DAV"
+    cfg.DATASETS = ["youtubevos", "davis2017"]
+    cfg.PRETRAIN_FULL = True
+    return cfg
+
+
+def build_network(name: str, seed: int | None = None):
+    """The VOS network ``name`` on the CPU, in eval mode, randomly initialised (from
+    ``seed`` when given; load a checkpoint with :func:`load_checkpoint`)."""
+    import torch
+    from aot.networks.encoders.swin.swin_transformer import SwinTransformer
+    from aot.networks.layers.attention import (
+        MultiheadLocalAttentionV2,
+        MultiheadLocalAttentionV3,
+    )
+    from aot.networks.models import build_vos_model
+
+    backend = next((b for b, names in MODELS.items() if name in names), None)
+    if backend is None:
+        known = ", ".join(AOT_MODELS + DEAOT_MODELS)
+        raise KitError(f"unknown model {name!r}; known models: {known}")
+    cfg = model_config(name)
+    if seed is not None:
+        torch.manual_seed(seed)
+    with _quiet():
+        if name.startswith("swinl_"):
+            # deaotpy's build_encoder knows Swin-B only: build the model around a small
+            # encoder, then put the Swin-L encoder in its place (the projector and the
+            # decoder are sized from cfg.MODEL_ENCODER_DIM, i.e. for Swin-L already).
+            from aot.networks.models.aot import AOT
+            from aot.networks.models.deaot import DeAOT
+
+            cls = AOT if cfg.MODEL_VOS == "aot" else DeAOT
+            model = cls(cfg, encoder="mobilenetv2")
+            model.encoder = SwinTransformer(
+                embed_dim=SWIN_L["embed_dim"],
+                depths=SWIN_L["depths"],
+                num_heads=SWIN_L["num_heads"],
+                window_size=SWIN_L["window_size"],
+                drop_path_rate=0.3,
+                out_indices=SWIN_L["out_indices"],
+                ape=False,
+                patch_norm=True,
+                frozen_stages=cfg.TRAIN_ENCODER_FREEZE_AT,
+                use_checkpoint=False,
+            )
+        else:
+            model = build_vos_model(cfg.MODEL_VOS, cfg)
+        # Sampler-free local attention for AOT blocks (see module docstring).
+        for layer in model.LSTT.layers:
+            old = getattr(layer, "short_term_attn", None)
+            if isinstance(old, MultiheadLocalAttentionV3):
+                new = MultiheadLocalAttentionV2(
+                    cfg.MODEL_ENCODER_EMBEDDING_DIM,
+                    old.num_head,
+                    dilation=old.dilation,
+                    use_linear=False,
+                    enable_corr=False,
+                )
+                new.load_state_dict(old.state_dict())
+                layer.short_term_attn = new
+    model.eval()
+    return model, cfg
+
+
+def _torch_load(path: Path, trust: bool = False):
+    """``torch.load`` on the CPU, restricted to tensors and plain containers
+    (``weights_only=True``) where this PyTorch has that option, unless ``trust``."""
+    import torch
+
+    kwargs = {"map_location": "cpu"}
+    safe = "weights_only" in inspect.signature(torch.load).parameters
+    if safe:
+        kwargs["weights_only"] = not trust
+    try:
+        return torch.load(str(path), **kwargs)
+    except FileNotFoundError:
+        raise KitError(f"{path}: checkpoint not found") from None
+    except IsADirectoryError:
+        raise KitError(f"{path}: is a folder; pass the checkpoint .pth file") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
+        text = str(e)
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if safe and not trust and unsafe:
+            raise KitError(
+                f"{path}: holds Python objects besides tensors ({unsafe.group(1)}), which are "
+                "not unpickled for safety; if you trust the file, pass --trust-checkpoint"
+            ) from None
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, re.S)
+        if detail:
+            first = "unpickling: " + " ".join(detail.group(1).split())
+        raise KitError(
+            f"{path}: not a readable PyTorch checkpoint ({first[:160]}); the file is "
+            "corrupt or truncated: download it again"
+        ) from None
+
+
+def _is_tensor_dict(obj) -> bool:
+    import torch
+
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
+
+
+def checkpoint_state_dict(obj, path) -> dict:
+    """The state dict inside a loaded checkpoint object (see module docstring)."""
+    sd = obj
+    for _ in range(4):
+        if _is_tensor_dict(sd):
+            break
+        if isinstance(sd, dict):
+            inner = next(
+                (sd[k] for k in ("state_dict", "model", "model_state_dict", "net") if k in sd),
+                None,
+            )
+            if isinstance(inner, dict):
+                sd = inner
+                continue
+        raise KitError(
+            f"{path}: no state dict found (expected a dict of tensors, possibly under "
+            '"state_dict" or "model"); is this an AOT/DeAOT checkpoint?'
+        )
+    out = {}
+    for k, v in sd.items():
+        out[k[len("module.") :] if k.startswith("module.") else k] = v
+    return out
+
+
+def load_checkpoint(model, path, model_name: str, trust: bool = False) -> int:
+    """Load ``path`` into ``model``; returns the number of ignored extra keys."""
+    path = Path(path)
+    sd = checkpoint_state_dict(_torch_load(path, trust), path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    if missing:
+        raise KitError(
+            f"{path}: does not fit model {model_name!r}: {len(missing)} of its {len(own)} "
+            f"tensors are missing (e.g. {missing[0]!r}); pass the --model this checkpoint "
+            "was trained as (swinl_aotl for AOT, swinl_deaotl for DeAOT)"
+        )
+    for k, v in own.items():
+        if tuple(sd[k].shape) != tuple(v.shape):
+            raise KitError(
+                f"{path}: does not fit model {model_name!r}: {k!r} has shape "
+                f"{tuple(sd[k].shape)}, the model expects {tuple(v.shape)}"
+            )
+        if not sd[k].is_floating_point() and v.is_floating_point():
+            raise KitError(f"{path}: {k!r} is not a floating-point tensor")
+    extra = [k for k in sd if k not in own]
+    model.load_state_dict({k: sd[k] for k in own}, strict=True)
+    return len(extra)
