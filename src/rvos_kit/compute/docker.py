@@ -305,7 +305,7 @@ def docker_argv(
         # Docker parses --gpus as CSV: a device list must be quoted to keep its commas.
         if gpus.startswith("device=") and "," not in gpus:  # one device: no CSV quoting
             argv += ["--gpus", gpus]
-        elif gpus.startswith("device="):  # e.g. the GPUs Ray assigned a shard (scale.py)
+        elif gpus.startswith("device="):  # e.g. the GPUs Ray assigned a shard (compute/scale)
             argv += ["--gpus", f'"{gpus}"']
         else:
             argv += ["--gpus", gpus if gpus == "all" or gpus.isdigit() else f'"device={gpus}"']
