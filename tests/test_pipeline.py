@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from PIL import Image
 
 from rvos_kit.cli import main
 from rvos_kit.errors import KitError
+from rvos_kit.pipeline import dag
 from rvos_kit.pipeline.dag import render
 from rvos_kit.stages.data import MODELS, make_sample
 from rvos_kit.stages.pack import pack
@@ -127,6 +129,56 @@ def test_params_errors_are_named(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
     with pytest.raises(KitError, match="quirk 9.1"):
         render(tmp_path / "params.yaml")
+
+
+# ------------------------------------------------------------------- the DAG builder
+def _every_kind_params(tmp_path) -> list[Path]:
+    """The committed params files, and params.yaml varied so that the sources the
+    committed ones never use appear: an imported model, a released model (and so its
+    released propagated trees), a released fusion node, and ground truth (evaluate,
+    summary, report)."""
+    p = yaml.safe_load((REPO / "params.yaml").read_text())
+    p["paths"]["lock"] = str(REPO / "checkpoints.lock")
+    p["data"]["gt"] = "gt"
+    p["models"]["soc"].update(source="imported", dumps=["soc.pth"])
+    p["models"]["referformer_ft"]["source"] = "released"
+    p["fusion"]["en2"]["source"] = "released"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    committed = [REPO / x for x in ("params.yaml", "demo/params.yaml", "audit/params.yaml")]
+    return [*committed, tmp_path / "params.yaml"]
+
+
+def test_dag_builder_emits_every_stage_kind_with_its_code(tmp_path):
+    """Every stage kind the builder knows is generated from some params file, each stage's
+    verb has its code declared by its kind module (so a code change re-runs it), and no
+    module of the builder is over 150 lines (one small builder per stage kind)."""
+    seen: dict[str, set[str]] = {}  # verb -> stage names
+    for params in _every_kind_params(tmp_path):
+        doc = yaml.safe_load(render(params))["stages"]
+        code = yaml.safe_load(params.read_text())["paths"]["code"]
+        for name, s in doc.items():
+            words = shlex.split(s["cmd"])[5:]  # after `rvos-kit --params X --node Y`
+            verb = words[words.index("--") + 1] if "--" in words else words[0]
+            seen.setdefault(verb, set()).add(name)
+            assert verb == "fetch" or dag.CODE[verb], name
+            for f in dag.CODE.get(verb, []):
+                assert f"{code}/{f}" in s["deps"], (params, name, f)
+    assert set(seen) == {*dag.CODE, "fetch"}
+    # the stage names of each kind, as their modules write them
+    prefixes = {n.split("_")[0] for names in seen.values() for n in names}
+    assert prefixes == {"preflight", "sample", "meta", "rvos", "audit", "keyframes", "vote",
+                        "propagate", "pack", "evaluate", "summary", "report", "fetch",
+                        "import"}  # fmt: skip
+    # model, fusion node and propagated tree: each kind may also unpack a released tree
+    released = {n.split("_")[0] for n in seen["import-zip"]}
+    assert released == {"rvos", "vote", "propagate", "import"}
+    assert {"rvos_soc"} == seen["import-pth"] and "audit_mutr_trees" in seen["audit"]
+    assert "vote_vit_convnext_soc" in seen["vote"] and "propagate_aot_soc" in seen["propagate"]
+    # one small builder module per stage kind
+    sizes = {
+        f.name: len(f.read_text().splitlines()) for f in Path(dag.__file__).parent.glob("*.py")
+    }
+    assert len(sizes) >= 8 and max(sizes.values()) <= 150, sizes
 
 
 # ---------------------------------------------------------------------- dvc end to end

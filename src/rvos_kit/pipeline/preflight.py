@@ -348,13 +348,13 @@ CHECKS: list[Check] = [
 
 
 def load_pipeline(params_path) -> Pipeline:
-    from .dag import _Builder
+    from .dag import Builder, build
     from .params import load_params  # pydantic: preflight runs natively
 
     params_path = Path(params_path)
     p = load_params(params_path)
-    builder = _Builder(p, params_path.parent)
-    stages = builder.build()["stages"]  # only what the pipeline's targets consume
+    builder = Builder(p, params_path.parent)
+    stages = build(builder)  # only what the pipeline's targets consume
     return Pipeline(params_path, p, stages, builder)
 
 

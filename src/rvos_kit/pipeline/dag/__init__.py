@@ -1,0 +1,73 @@
+"""``rvos-kit dag``: write ``dvc.yaml`` from ``params.yaml`` (contract section 8).
+
+DVC's templating cannot turn a list of fusion members into ``deps`` nor switch a stage
+between "import a dump", "unpack a released zip" and "run inference", so the pipeline
+file is generated: one stage per DAG node, each calling one verb with every path and
+parameter spelled out, declaring its ``deps``, the ``params`` keys it reads, and its
+``outs``. Edit params.yaml, then run ``rvos-kit dag`` (``make`` does it before every
+``dvc repro``); ``rvos-kit dag --check`` fails when dvc.yaml is out of date. Each
+command starts with ``rvos-kit --params params.yaml --node <stage>``: at run time the
+stage re-generates itself from params.yaml and refuses to run when its command differs
+(params edited, ``rvos-kit dag`` forgotten), so dvc.lock never records old values next
+to new params.
+
+Output layout under ``paths.outputs`` (one folder per stage kind, so DVC outputs never
+overlap)::
+
+    meta/valid_only.json                                   (data.split: valid, see below)
+    rvos/<model>/Annotations, scores.json[, Annotations_sigmoid_odd]   (imported/released/infer)
+    rvos/mutr/Annotations_pngrun                            (infer, challenge2023: quirk 9.6)
+    key_frames/<model>.json
+    fused/<node>/<video>/<exp>/<frame>.png                             (stage 1 and 2)
+    propagated/<prop>/<node>/...                                       (AOT / DeAOT / flow)
+    submission.zip, submission.sha256
+    metrics/<node>.json, metrics/summary.csv                           (with ground truth)
+    metrics/mutr_trees.json                                (infer, challenge2023: quirk 9.6)
+    report/index.html, report/jf.svg                                   (with ground truth)
+    preflight.txt                                                       (see below)
+
+The first stage, ``preflight``, runs ``rvos-kit preflight`` whenever the params file
+changes (or has never passed), and every other stage is downstream of it, so a bare
+``dvc repro`` stops there with the list of what is missing instead of failing later on
+a missing file. Its output holds the same text on every successful run, so it re-runs
+nothing else.
+
+``source: infer`` runs ``rvos-kit infer`` per model through ``rvos-kit run`` (its image,
+one GPU), with the checkpoint at its ``checkpoints.lock`` path and the pretrained parts
+under ``infer.pretrained``. ``data.split: valid`` runs the 202 valid-only videos: the
+valid meta lists the 305 test videos too, so a first stage writes the valid meta minus
+``data.test_meta`` and every stage reads that.
+"""
+# The package (the docstring above is `rvos-kit dag --help`): generate.build() calls one
+# small module per stage kind in DAG order -- data (sample, valid meta), rvos (model trees,
+# inference), keyframes, fusion (stage-1 votes), propagate, fusion (stage-2 votes), pack,
+# evaluate (+ summary, report), audit -- then passes (prune, preflight first, code deps).
+# context: the state and naming rules they share; verb: `rvos-kit dag` itself.
+
+from __future__ import annotations
+
+from .context import Builder
+from .generate import CODE, HEADER, build, check_stage, render, stages
+from .verb import compare_outs, lock_outs, run
+
+__all__ = ["CODE", "HEADER", "Builder", "build", "check_stage", "compare_outs", "lock_outs",
+           "register", "render", "run", "stages"]  # fmt: skip
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "dag",
+        help="generate dvc.yaml from params.yaml (one stage per DAG node)",
+        description=__doc__,
+        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    p.add_argument("--out", help="dvc.yaml to write (default: beside the params file)")
+    p.add_argument("--check", action="store_true", help="fail if dvc.yaml is out of date")
+    p.add_argument(
+        "--compare-outs",
+        metavar="DVC_LOCK",
+        help="compare the output hashes of the dvc.lock beside --params with DVC_LOCK "
+        "(e.g. the committed one); fail on any difference",
+    )
+    p.set_defaults(func=run)

@@ -1,0 +1,37 @@
+"""DAG kinds before the models: ``sample`` (``make-sample``: the synthetic demo data,
+when params has a ``sample`` section) and ``meta_valid_only`` (``valid-meta``: the valid
+meta minus ``data.test_meta``, which every stage reads under ``data.split: valid``)."""
+
+from __future__ import annotations
+
+from .context import Builder, q
+
+# The module(s) each verb emitted here runs (collected in :data:`rvos_kit.pipeline.dag.CODE`).
+CODE = {
+    "make-sample": ["stages/data.py", "trees/masktree.py", "trees/pngcodec.py",
+                    "trees/_unfilter.c"],
+    "valid-meta": ["trees/meta.py"],
+}  # fmt: skip
+
+
+def add_sample(b: Builder) -> None:
+    s = b.p.get("sample")
+    if not s:
+        return
+    args = ["rvos-kit", "make-sample", "--out", s["out"]]
+    for key in ("seed", "videos", "frames", "height", "width"):
+        if key in s:
+            args += [f"--{key}", s[key]]
+    b.stages["sample"] = {"cmd": q(args), "params": ["sample"], "outs": [s["out"]]}
+
+
+def add_valid_meta(b: Builder) -> None:
+    data = b.p["data"]
+    if b.meta == data["meta"]:
+        return
+    b.stages["meta_valid_only"] = {
+        "cmd": q(["rvos-kit", "valid-meta", "--valid", data["meta"], "--test",
+                  data["test_meta"], "--out", b.meta]),
+        "deps": [data["meta"], data["test_meta"]],
+        "outs": [b.meta],
+    }  # fmt: skip

@@ -1,0 +1,25 @@
+"""DAG kind ``pack``: the submission zip of ``submission.node``'s tree and its sha256."""
+
+from __future__ import annotations
+
+from .context import Builder, q
+
+# The module(s) each verb emitted here runs (collected in :data:`rvos_kit.pipeline.dag.CODE`).
+CODE = {
+    "pack": ["stages/pack.py", "trees/masktree.py", "trees/pngcodec.py", "trees/_unfilter.c"],
+}  # fmt: skip
+
+
+def add(b: Builder) -> None:
+    sub = b.p.get("submission")
+    if not sub:
+        return
+    z = f"{b.out}/submission.zip"
+    sha = sub.get("sha256", "submission.sha256")
+    src = b.tree(sub["node"])
+    b.stages["pack"] = {
+        "cmd": q(["rvos-kit", "pack", src, "--out", z, "--meta", b.meta, "--sha256", sha]),
+        "deps": [src, b.meta],
+        "params": ["submission"],
+        "outs": [z, {sha: {"cache": False}}],
+    }
