@@ -31,6 +31,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from rvos_kit.stages.evaluate.jf import evaluate  # noqa: E402
 from rvos_kit.trees.meta import load_meta  # noqa: E402
+from rvos_kit.trees.synthetic import ellipse_d2  # noqa: E402
 
 H, W = 720, 1280
 
@@ -38,7 +39,6 @@ H, W = 720, 1280
 def make_data(root: Path, n_videos: int, n_exps: int, n_frames: int, noise: float = 0.0):
     rng = np.random.default_rng(0)
     meta = {"videos": {}}
-    yy, xx = np.mgrid[0:H, 0:W]
     for v in range(n_videos):
         frames = [f"{5 * t:05d}" for t in range(n_frames)]
         vid = f"v{v:03d}"
@@ -51,7 +51,7 @@ def make_data(root: Path, n_videos: int, n_exps: int, n_frames: int, noise: floa
             ry, rx = rng.uniform(20, 250), rng.uniform(20, 400)
             vy, vx = rng.uniform(-4, 4, size=2)
             for t, f in enumerate(frames):
-                d2 = ((yy - cy - vy * t) / ry) ** 2 + ((xx - cx - vx * t) / rx) ** 2
+                d2 = ellipse_d2(H, W, cy + vy * t, cx + vx * t, ry, rx)
                 gt = d2 < 1
                 pred = d2 < rng.uniform(0.8, 1.2)
                 if rng.random() < 0.3:  # a stray false-positive blob

@@ -1,11 +1,12 @@
 """Stage-2 vote at 720x1280 on masks shaped like real model output, side by side.
 
-Data (seeded): per video, pairs of expressions that refer to one object, each a smooth
-blob with a wavy boundary (12 harmonics) drifting over the frames; every source and
-expression gets its own small boundary perturbation, so sources agree at IoU ~0.92.
-10% of the frames of an object are empty (the object is not visible). Masks are saved
-by PIL with default settings (~3 KB each), so PIL's adaptive filter writes None, Sub,
-Up and Paeth rows, as in real output. The script prints the measured mix.
+Data (seeded, ``rvos_kit.trees.synthetic.wavy_blobs``): per video, pairs of expressions
+that refer to one object, each a smooth blob with a wavy boundary (12 harmonics) drifting
+over the frames; every source and expression gets its own small boundary perturbation, so
+sources agree at IoU ~0.92. 10% of the frames of an object are empty (the object is not
+visible). Masks are saved by PIL with default settings (~3 KB each), so PIL's adaptive
+filter writes None, Sub, Up and Paeth rows, as in real output. The script prints the
+measured mix.
 
 Timed in rounds (default 3), each round in this order, on the same trees:
 
@@ -46,54 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from rvos_kit.stages.fusion import VoteRule, _Fuser, groups, vote  # noqa: E402
 from rvos_kit.trees import pngcodec  # noqa: E402
 from rvos_kit.trees.meta import load_meta  # noqa: E402
+from rvos_kit.trees.synthetic import wavy_blobs  # noqa: E402
 
 H, W = 720, 1280
 
 
 # ---------------------------------------------------------------------------------- data
-def wavy_objects(rng, n_frames, n_masks, h=H, w=W, empty=0.1, harmonics=12):
-    """For each frame, ``n_masks`` boolean masks of one object (one per source x
-    expression): a blob whose radius is a sum of ``harmonics`` drifting sinusoids of the
-    angle, each mask with its own perturbation; ``empty`` of the frames are empty."""
-    k = np.arange(1, harmonics + 1)
-    scale = min(h / H, w / W)
-    cy, cx = rng.uniform(0.32, 0.68) * h, rng.uniform(0.26, 0.74) * w
-    radius = rng.uniform(110, 250) * scale
-    vy, vx = rng.uniform(-4, 4, 2) * scale
-    amp = rng.uniform(0.3, 1.0, harmonics) * 0.4 / k
-    phase = rng.uniform(0, 2 * np.pi, harmonics)
-    drift = rng.uniform(-0.2, 0.2, harmonics)
-    pert = rng.normal(0, 0.055 / np.sqrt(harmonics), (n_masks, harmonics))
-    pert = pert * np.exp(1j * rng.uniform(0, 2 * np.pi, pert.shape))
-    size = rng.normal(1, 0.015, n_masks)
-    for t in range(n_frames):
-        if rng.random() < empty:
-            yield [np.zeros((h, w), bool)] * n_masks
-            continue
-        y0, x0 = cy + vy * t, cx + vx * t
-        reach = radius * (1.1 + amp.sum() + 0.1)
-        ya, yb = int(max(0, y0 - reach)), int(min(h, y0 + reach + 1))
-        xa, xb = int(max(0, x0 - reach)), int(min(w, x0 + reach + 1))
-        dy = (np.arange(ya, yb, dtype=np.float32) - y0)[:, None]
-        dx = (np.arange(xa, xb, dtype=np.float32) - x0)[None, :]
-        dist = np.sqrt(dy * dy + dx * dx)
-        z = ((dx + 1j * dy) / np.maximum(dist, 1e-6)).astype(np.complex64)  # e^(i angle)
-        powers = [z]
-        for _ in range(harmonics - 1):
-            powers.append(powers[-1] * z)
-        coef = amp * np.exp(1j * (phase + drift * t))
-        masks = []
-        for m in range(n_masks):
-            c = np.conj(coef + pert[m])
-            r = np.ones_like(dist)
-            for j in range(harmonics):
-                r += (powers[j] * c[j]).real
-            mask = np.zeros((h, w), bool)
-            mask[ya:yb, xa:xb] = dist < radius * size[m] * r
-            masks.append(mask)
-        yield masks
-
-
 def make_data(root: Path, n_videos, n_exps, n_frames, n_sources, h=H, w=W, seed=0):
     """Source trees ``root/src<i>`` and ``root/meta.json``; returns (sources, meta path)."""
     rng = np.random.default_rng(seed)
@@ -107,7 +66,7 @@ def make_data(root: Path, n_videos, n_exps, n_frames, n_sources, h=H, w=W, seed=
         for i in range(0, n_exps, 2):
             group = exps[i : i + 2]  # a pair refers to one object
             for f, masks in zip(
-                frames, wavy_objects(rng, n_frames, n_sources * len(group), h, w), strict=True
+                frames, wavy_blobs(rng, n_frames, n_sources * len(group), h, w), strict=True
             ):
                 for j, m in enumerate(masks):
                     d = sources[j % n_sources] / vid / group[j // n_sources]

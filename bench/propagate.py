@@ -33,30 +33,23 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from rvos_kit.stages.propagate import make_backend, propagate  # noqa: E402
+from rvos_kit.trees.synthetic import moving_object_clip  # noqa: E402
 
 H, W = 720, 1280
 
 
 def make_clip(root: Path, n_frames: int) -> None:
-    rng = np.random.default_rng(0)
-
-    def texture(h, w):
-        n = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 2.0)
-        return np.clip(0.5 + 0.2 * (n - n.mean()) / n.std(), 0, 1)
-
-    bg, tex = texture(H, W) * 200 + 20, texture(2 * H, 2 * W) * 255
-    yy, xx = np.mgrid[0:H, 0:W]
+    frames, masks = moving_object_clip(
+        np.random.default_rng(0), H, W, n_frames, step=(8, 5), centre=(300, 400),
+        radii=(160, 220), sigma=2.0,
+    )  # fmt: skip
     names = [f"{5 * t:05d}" for t in range(n_frames)]
     (root / "JPEGImages" / "v").mkdir(parents=True)
     (root / "Annotations" / "v" / "0").mkdir(parents=True)
     k = n_frames // 2
     for t, name in enumerate(names):
-        dx, dy = 8 * t, 5 * t
-        m = ((xx - 400 - dx) / 220) ** 2 + ((yy - 300 - dy) / 160) ** 2 <= 1
-        f = np.where(m, tex[H // 2 - dy : H // 2 - dy + H, W // 2 - dx : W // 2 - dx + W], bg)
-        img = np.dstack([f, f * 0.8 + 30, f * 0.6 + 50]).clip(0, 255).astype(np.uint8)
-        cv2.imwrite(str(root / "JPEGImages" / "v" / f"{name}.jpg"), img)
-        mask = m if t == k else np.zeros((H, W), bool)
+        cv2.imwrite(str(root / "JPEGImages" / "v" / f"{name}.jpg"), frames[t])
+        mask = masks[t] if t == k else np.zeros((H, W), bool)
         png = root / "Annotations" / "v" / "0" / f"{name}.png"
         Image.fromarray(mask.astype(np.uint8) * 255, "L").save(png)
     meta = {"videos": {"v": {"expressions": {"0": {"exp": "x"}}, "frames": names}}}

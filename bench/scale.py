@@ -38,33 +38,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from rvos_kit.cli import main  # noqa: E402
 from rvos_kit.stages.propagate import make_backend, propagate  # noqa: E402
+from rvos_kit.trees.synthetic import moving_object_clip  # noqa: E402
 
 
 def make_clips(root: Path, n_videos: int, n_frames: int, h: int, w: int) -> None:
     rng = np.random.default_rng(0)
-
-    def texture(hh, ww):
-        n = cv2.GaussianBlur(rng.random((hh, ww)).astype(np.float32), (0, 0), 2.0)
-        return np.clip(0.5 + 0.2 * (n - n.mean()) / n.std(), 0, 1)
-
     meta, keys = {"videos": {}}, {}
-    yy, xx = np.mgrid[0:h, 0:w]
     names = [f"{5 * t:05d}" for t in range(n_frames)]
     k = n_frames // 2
     for v in range(n_videos):
         vid = f"video{v:03d}"
-        bg, tex = texture(h, w) * 200 + 20, texture(2 * h, 2 * w) * 255
+        frames, masks = moving_object_clip(rng, h, w, n_frames, step=(3, 2), sigma=2.0)
         (root / "JPEGImages" / vid).mkdir(parents=True)
         (root / "Annotations" / vid / "0").mkdir(parents=True)
         for t, name in enumerate(names):
-            dx, dy = 3 * t, 2 * t
-            m = ((xx - w * 0.35 - dx) / (w * 0.18)) ** 2 + (
-                (yy - h * 0.4 - dy) / (h * 0.22)
-            ) ** 2 <= 1
-            f = np.where(m, tex[h // 2 - dy : h // 2 - dy + h, w // 2 - dx : w // 2 - dx + w], bg)
-            img = np.dstack([f, f * 0.8 + 30, f * 0.6 + 50]).clip(0, 255).astype(np.uint8)
-            cv2.imwrite(str(root / "JPEGImages" / vid / f"{name}.jpg"), img)
-            mask = (m if t == k else np.zeros((h, w), bool)).astype(np.uint8) * 255
+            cv2.imwrite(str(root / "JPEGImages" / vid / f"{name}.jpg"), frames[t])
+            mask = (masks[t] if t == k else np.zeros((h, w), bool)).astype(np.uint8) * 255
             Image.fromarray(mask, "L").save(root / "Annotations" / vid / "0" / f"{name}.png")
         meta["videos"][vid] = {"expressions": {"0": {"exp": "an object"}}, "frames": names}
         keys[vid] = {"0": {"index_info": {"class_index": k}}}

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rvos_kit.trees.synthetic import random_mask
+
 
 def make_meta_dict(exp_counts, n_frames=4, frame_step=5, prefix="vid"):
     """meta_expressions dict: one video per entry of ``exp_counts``."""
@@ -27,20 +29,10 @@ def write_meta(path: Path, meta_dict) -> Path:
     return path
 
 
-def random_mask(rng, h, w, density=None):
-    """A blobby random binary mask (a few rectangles and a noisy edge)."""
-    m = np.zeros((h, w), bool)
-    for _ in range(rng.integers(0, 4)):
-        y0, x0 = rng.integers(0, h), rng.integers(0, w)
-        m[y0 : y0 + rng.integers(1, h), x0 : x0 + rng.integers(1, w)] = True
-    if density is not None:
-        m ^= rng.random((h, w)) < density
-    return m
-
-
 def make_tree(root: Path, meta_dict, seed=0, size=(24, 32), sizes=None, density=0.05):
-    """Write a mask tree for ``meta_dict`` with PIL (uint8 L, 0/255). ``sizes`` maps a
-    video name to its (h, w), default ``size``."""
+    """Write a mask tree for ``meta_dict`` with PIL (uint8 L, 0/255): random masks
+    (:func:`rvos_kit.trees.synthetic.random_mask`), ``density`` of their pixels flipped.
+    ``sizes`` maps a video name to its (h, w), default ``size``."""
     rng = np.random.default_rng(seed)
     for vid, entry in meta_dict["videos"].items():
         h, w = (sizes or {}).get(vid, size)

@@ -15,6 +15,7 @@ import rvos_kit.stages.evaluate.jf as ev
 from rvos_kit.cli import main
 from rvos_kit.stages.evaluate.jf import bound_pix, count_matched, evaluate, frame_jf, seg2bmap
 from rvos_kit.trees.meta import parse_meta
+from rvos_kit.trees.synthetic import random_ellipse
 
 
 # ------------------------------------------------------------- reference implementation
@@ -73,10 +74,9 @@ def ref_f(pred, gt) -> float:
 
 # ------------------------------------------------------------------------- test masks
 def blob(rng, h, w):
-    yy, xx = np.mgrid[0:h, 0:w]
-    cy, cx = rng.uniform(-0.2 * h, 1.2 * h), rng.uniform(-0.2 * w, 1.2 * w)
-    ry, rx = rng.uniform(1, h), rng.uniform(1, w)
-    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+    """An ellipse of radii 1 px up to the frame's size, centred up to 20% past its edges."""
+    cy, cx = (-0.2 * h, 1.2 * h), (-0.2 * w, 1.2 * w)
+    return random_ellipse(rng, h, w, cy=cy, cx=cx, closed=False)
 
 
 def mask_pairs(rng):

@@ -15,6 +15,7 @@ from PIL import Image
 from rvos_kit.errors import KitError
 from rvos_kit.trees import pngcodec
 from rvos_kit.trees.pngcodec import EncodeCache, decode_values, encode_mask, fast_decode
+from rvos_kit.trees.synthetic import ellipse
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,9 +86,7 @@ def filtered_png(arr: np.ndarray, filters, idat_chunks: int = 1) -> bytes:
 
 
 def images(rng, h, w):
-    mask = np.zeros((h, w), np.uint8)
-    yy, xx = np.mgrid[0:h, 0:w]
-    mask[(yy - h / 2) ** 2 / (h / 3) ** 2 + (xx - w / 2) ** 2 / (w / 3) ** 2 < 1] = 255
+    mask = ellipse(h, w, h / 2, w / 2, h / 3, w / 3).astype(np.uint8) * np.uint8(255)
     return {
         "mask": mask,
         "noisy mask": np.where(rng.random((h, w)) < 0.1, 255 - mask, mask).astype(np.uint8),

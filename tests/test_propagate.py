@@ -18,34 +18,9 @@ from rvos_kit.errors import KitError
 from rvos_kit.stages.propagate import make_backend, propagate
 from rvos_kit.stages.propagate.flow_backend import FlowBackend
 from rvos_kit.trees.masktree import encode_mask, read_mask
+from rvos_kit.trees.synthetic import moving_object_clip
 
 # ----------------------------------------------------------------- generated data
-
-
-def _texture(rng, h, w, sigma=1.5):
-    n = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), sigma)
-    n = (n - n.mean()) / n.std()
-    return np.clip(0.5 + 0.2 * n, 0, 1)
-
-
-def moving_object_clip(h, w, n_frames, step=(3, 2), seed=0):
-    """(BGR frames, true masks): an elliptic textured object moving ``step`` = (dx, dy)
-    pixels per frame over a static textured background."""
-    rng = np.random.default_rng(seed)
-    bg = _texture(rng, h, w) * 200 + 20
-    obj_tex = _texture(rng, 2 * h, 2 * w) * 255
-    yy, xx = np.mgrid[0:h, 0:w]
-    frames, masks = [], []
-    for t in range(n_frames):
-        dx, dy = step[0] * t, step[1] * t
-        cx, cy = w * 0.35 + dx, h * 0.4 + dy
-        m = ((xx - cx) / (w * 0.18)) ** 2 + ((yy - cy) / (h * 0.22)) ** 2 <= 1
-        tex = obj_tex[h // 2 - dy : h // 2 - dy + h, w // 2 - dx : w // 2 - dx + w]
-        f = np.where(m, tex, bg)
-        img = np.dstack([f, f * 0.8 + 30, f * 0.6 + 50]).clip(0, 255).astype(np.uint8)
-        frames.append(img)
-        masks.append(m)
-    return frames, masks
 
 
 def write_png(path: Path, mask: np.ndarray) -> None:
@@ -66,7 +41,8 @@ def make_dataset(root: Path, videos: dict, rng_seed: int = 7) -> dict:
     truth = {}
     for vi, (name, spec) in enumerate(videos.items()):
         h, w = spec["size"]
-        frames, masks = moving_object_clip(h, w, spec["frames"], spec.get("step", (3, 2)), vi)
+        clip_rng = np.random.default_rng(vi)  # seeded by the video's index
+        frames, masks = moving_object_clip(clip_rng, h, w, spec["frames"], spec.get("step", (3, 2)))
         truth[name] = masks
         names = [f"{5 * t:05d}" for t in range(spec["frames"])]
         meta["videos"][name] = {

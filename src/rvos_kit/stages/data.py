@@ -38,6 +38,7 @@ from ..trees.files import atomic_write_bytes
 from ..trees.jsonfiles import read_json, write_json
 from ..trees.masktree import StagedTree, write_mask
 from ..trees.meta import valid_only
+from ..trees.synthetic import colour_texture, corrupt, ellipse, probability
 
 MODELS = {
     "soc": "logits",
@@ -55,47 +56,6 @@ PROFILES = {
     "convnext": (0.25, 3, 0.20, 0.12),
 }
 EXP_COUNTS = (2, 3, 1, 4, 5, 2, 3, 4)
-
-
-def _texture(rng, h, w, base, amp=60.0):
-    """Smooth random colour texture (low-frequency noise + fine grain), uint8 HxWx3."""
-    coarse = rng.normal(0, 1, (h // 8 + 2, w // 8 + 2, 3)).astype(np.float32)
-    coarse = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
-    fine = rng.normal(0, 0.5, (h, w, 3)).astype(np.float32)
-    img = np.asarray(base, np.float32) + amp * coarse + 25 * fine
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def _ellipse(h, w, cy, cx, ry, rx):
-    yy, xx = np.ogrid[:h, :w]
-    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
-
-
-def _corrupt(rng, mask, jitter, p_blob, p_miss):
-    if rng.random() < p_miss:
-        return np.zeros_like(mask)
-    out = mask.astype(np.uint8)
-    r = int(rng.integers(-jitter, jitter + 1))
-    if r:
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(r) + 1, 2 * abs(r) + 1))
-        out = cv2.dilate(out, k) if r > 0 else cv2.erode(out, k)
-    if rng.random() < p_blob:
-        h, w = mask.shape
-        out |= _ellipse(
-            h, w, rng.uniform(0, h), rng.uniform(0, w), rng.uniform(3, h / 6), rng.uniform(3, w / 6)
-        ).astype(np.uint8)
-    return out.astype(bool)
-
-
-def _probability(mask):
-    """float32 p = sigmoid(logit), logit = 0.8 x signed distance to the boundary clipped to
-    [-14, 12] like a real model's (background ~ -14: p ~ 8e-7, tiny but not zero), so
-    p > 0.5 exactly inside the mask."""
-    m = mask.astype(np.uint8)
-    inside = cv2.distanceTransform(m, cv2.DIST_L2, 5)
-    outside = cv2.distanceTransform(1 - m, cv2.DIST_L2, 5)
-    logit = np.clip(0.8 * np.where(mask, inside, -outside), -14, 12).astype(np.float32)
-    return (np.float32(1) / (np.float32(1) + np.exp(-logit))).astype(np.float32)
 
 
 def _sigmoid_gt_half(p):
@@ -129,7 +89,7 @@ def make_sample(out, seed=0, videos=6, frames=12, height=96, width=160, progress
                 },
                 "frames": names,
             }
-            bg = _texture(rng, height, width, rng.uniform(60, 190, 3))
+            bg = colour_texture(rng, height, width, rng.uniform(60, 190, 3))
             objs = []
             for _ in range(n_obj):
                 ry, rx = rng.uniform(0.12, 0.25) * height, rng.uniform(0.10, 0.22) * width
@@ -141,7 +101,7 @@ def make_sample(out, seed=0, videos=6, frames=12, height=96, width=160, progress
                         rx=rx,
                         vy=rng.uniform(-2.5, 2.5),
                         vx=rng.uniform(-3.0, 3.0),
-                        tex=_texture(rng, height, width, rng.uniform(30, 230, 3), amp=80.0),
+                        tex=colour_texture(rng, height, width, rng.uniform(30, 230, 3), amp=80.0),
                     )
                 )
             truth = np.zeros((frames, n_obj, height, width), bool)
@@ -150,8 +110,8 @@ def make_sample(out, seed=0, videos=6, frames=12, height=96, width=160, progress
                 img = bg.copy()
                 visible = np.zeros((height, width), np.int16) - 1
                 for k, o in enumerate(objs):  # later objects occlude earlier ones
-                    m = _ellipse(height, width, o["cy"] + o["vy"] * t, o["cx"] + o["vx"] * t,
-                                 o["ry"], o["rx"])  # fmt: skip
+                    m = ellipse(height, width, o["cy"] + o["vy"] * t, o["cx"] + o["vx"] * t,
+                                o["ry"], o["rx"])  # fmt: skip
                     # the texture moves with the object
                     shift = np.float32([[1, 0, o["vx"] * t], [0, 1, o["vy"] * t]])
                     tex = cv2.warpAffine(o["tex"], shift, (width, height),
@@ -184,9 +144,9 @@ def make_sample(out, seed=0, videos=6, frames=12, height=96, width=160, progress
                         qd.mkdir(parents=True)
                     s = []
                     for t, name in enumerate(names):
-                        pred = _corrupt(mrng, truth[t, obj], jitter, p_blob, p_miss)
+                        pred = corrupt(mrng, truth[t, obj], jitter, p_blob, p_miss)
                         if kind == "probabilities":
-                            p = _probability(pred)
+                            p = probability(pred)
                             pred = p > np.float32(0.5)
                             if quirk:
                                 write_mask(qd / f"{name}.png", _sigmoid_gt_half(p))
