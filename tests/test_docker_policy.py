@@ -432,7 +432,15 @@ UNINEXT_RUNTIME_MODULES = {
     "trees/staging.py",
     "compute/__init__.py",
     "compute/docker.py",
-    "compute/scale.py",  # a shard's child calls child_setup / video_done
+    # a shard's child calls child_setup / video_done (compute/scale/child.py); importing
+    # them runs the package's __init__, which imports every module of the package
+    "compute/scale/__init__.py",
+    "compute/scale/child.py",
+    "compute/scale/driver.py",
+    "compute/scale/plan.py",
+    "compute/scale/session.py",
+    "compute/scale/settings.py",
+    "compute/scale/task.py",
     "stages/__init__.py",
     "stages/rvos/__init__.py",
     "stages/rvos/dumps.py",
