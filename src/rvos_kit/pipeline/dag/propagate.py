@@ -9,7 +9,7 @@ from .context import Builder, q
 # The module(s) each verb emitted here runs (collected in :data:`rvos_kit.pipeline.dag.CODE`).
 CODE = {
     "propagate": ["stages/propagate", "trees/masktree.py", "trees/pngcodec.py",
-                  "trees/_unfilter.c", "trees/sidefiles.py", "compute/scale.py"],
+                  "trees/_unfilter.c", "trees/sidefiles.py", "compute/scale"],
 }  # fmt: skip
 
 
