@@ -8,4 +8,5 @@ import sys
 
 from .session import session_main
 
-sys.exit(session_main(sys.argv[1:]))
+if __name__ == "__main__":  # importing this module (a test imports every module) runs nothing
+    sys.exit(session_main(sys.argv[1:]))
