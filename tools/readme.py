@@ -178,8 +178,9 @@ def _summary(path: Path, width: int) -> str:
     first = first.replace("``", "`")
     m = re.search(r"(?<=[a-z0-9)`'\"])[.;](\s|$)", first)
     s = (first[: m.start()] if m else first).rstrip(":")
-    if len(s) > width and len(s.split(": ", 1)[0]) >= 15:  # the map is one screen wide
-        s = s.split(": ", 1)[0]
+    for sep in (": ", " ("):  # the map is one screen wide: cut at a natural break
+        if len(s) > width and len(s.split(sep, 1)[0]) >= 12:
+            s = s.split(sep, 1)[0]
     if len(s) > width:
         s = s[: width - 3].rsplit(" ", 1)[0] + "..."
     return s

@@ -1,4 +1,4 @@
-"""params.yaml: the one home of every path and parameter of a pipeline, and its schema.
+"""params.yaml: every path and parameter of a pipeline, and its schema.
 
 Paths in it are relative to the folder that holds it (where DVC runs the stages).
 :func:`load_params` checks the whole file against the schema below (pydantic, strict:

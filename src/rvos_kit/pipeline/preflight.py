@@ -59,7 +59,7 @@ class Pipeline:
 
     def docker_stages(self) -> list[tuple[str, str, list[str]]]:
         """(stage, verb, args) of every stage that goes through `rvos-kit run`, and of
-        the sharded stages (propagate, infer), whose shards run in the image (scale.py)."""
+        the sharded stages (propagate, infer), whose shards run in the image (compute/scale/)."""
         out = []
         for name, s in self.stages.items():
             words = shlex.split(s["cmd"])

@@ -1,4 +1,4 @@
-"""``rvos-kit run``: run one verb natively or inside the Docker image its stage needs.
+"""``rvos-kit run``: a verb, natively or in the Docker image its stage needs.
 
     rvos-kit run [--params params.yaml] [--stage NAME] [--runner native|docker] [--dry-run]
                  -- <verb> <args...>

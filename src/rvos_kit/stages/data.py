@@ -1,5 +1,7 @@
-"""A tiny Ref-YouTube-VOS-shaped dataset with simulated outputs of the five RVOS models,
-deterministic from a seed (for ``make demo`` and the tests).
+"""The DAG's data when there is no download: ``make-sample`` writes a tiny
+Ref-YouTube-VOS-shaped dataset with simulated outputs of the five RVOS models,
+deterministic from a seed (for ``make demo`` and the tests); ``valid-meta`` derives the
+valid-only meta.
 
 Layout written under OUT::
 

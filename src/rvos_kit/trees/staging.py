@@ -1,4 +1,5 @@
-"""Output folders: built aside, committed whole, never replacing what the kit did not make.
+"""Staged output folders: built aside, committed whole, never replacing what the kit did
+not make.
 
 Every verb that writes a folder (a mask tree, a model folder, a sample, a report) goes
 through :class:`StagedTree`:
