@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def _int_at_least(low: int, text: str) -> int:
@@ -23,3 +24,9 @@ def positive_int(text: str) -> int:
 def count(text: str) -> int:
     """An integer >= 0."""
     return _int_at_least(0, text)
+
+
+def add_workers(p: argparse.ArgumentParser) -> None:
+    """``--workers N``: processes over videos, default one per core (the pooled verbs)."""
+    p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
+                   help="processes (default: cores)")  # fmt: skip

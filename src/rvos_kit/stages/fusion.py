@@ -39,7 +39,6 @@ when every video succeeded, so a failed or killed run never leaves a half-writte
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +46,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..argtypes import positive_int
+from ..argtypes import add_workers, positive_int
 from ..compute import pool
 from ..errors import KitError
 from ..trees.masktree import (
@@ -337,10 +336,5 @@ def register(sub) -> None:
         help="'pil': bytes identical to the published PNGs; 'fast': same pixels, ISA-L deflate "
         "level 1, not byte-identical",
     )
-    p.add_argument(
-        "--workers",
-        type=positive_int,
-        default=os.cpu_count() or 1,
-        help="processes (default: cores)",
-    )
+    add_workers(p)
     p.set_defaults(func=run)

@@ -31,10 +31,9 @@ page and the same summary as Markdown, with contact sheets of the worst cases an
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from ...argtypes import count, positive_int
+from ...argtypes import add_workers, count
 from ...errors import KitError
 from ...trees.jsonfiles import read_json, write_json
 from ...trees.masktree import FOREGROUND_RULES
@@ -221,10 +220,5 @@ def register(sub) -> None:
         default="255",
         help="foreground rule for the IoU: '255' (published reading) or 'nonzero'",
     )
-    p.add_argument(
-        "--workers",
-        type=positive_int,
-        default=os.cpu_count() or 1,
-        help="processes (default: cores)",
-    )
+    add_workers(p)
     p.set_defaults(func=run)

@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ...argtypes import positive_int
+from ...argtypes import add_workers
 from ...compute import pool
 from ...errors import KitError
 from ...trees.jsonfiles import write_json
@@ -412,12 +412,7 @@ def register(sub) -> None:
         help='write the metrics (DVC metrics file): "J", "F", "J&F" in percent and '
         '"per_expression" [{"video", "exp_id", "J", "F", "J&F"}]',
     )
-    p.add_argument(
-        "--workers",
-        type=positive_int,
-        default=os.cpu_count() or 1,
-        help="processes (default: cores)",
-    )
+    add_workers(p)
     p.add_argument(
         "--skip-first-last",
         action="store_true",

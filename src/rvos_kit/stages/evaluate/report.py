@@ -161,9 +161,8 @@ def run(args) -> int:
 
 
 def register(sub) -> None:
-    import os
 
-    from ...argtypes import count, positive_int
+    from ...argtypes import add_workers, count
 
     p = sub.add_parser(
         "report",
@@ -182,6 +181,5 @@ def register(sub) -> None:
                    "(default: a grey background)")  # fmt: skip
     p.add_argument("--sheets", type=count, default=3, help="worst expressions shown per node")
     p.add_argument("--title", help="a line under the heading (default: none)")
-    p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
-                   help="processes (default: cores)")  # fmt: skip
+    add_workers(p)
     p.set_defaults(func=run)
