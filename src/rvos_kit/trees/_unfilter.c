@@ -1,4 +1,4 @@
-/* rvos_kit._unfilter: undo the PNG row filters of an 8-bit, one-channel, non-interlaced
+/* rvos_kit.trees._unfilter: undo the PNG row filters of an 8-bit, one-channel, non-interlaced
  * image in place (PNG specification, section 9: None, Sub, Up, Average, Paeth).
  *
  * Why compiled: pngcodec's numpy path costs ~0.42 ms per 720x1280 mask against a floor
