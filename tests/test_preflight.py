@@ -185,3 +185,22 @@ def test_preflight_names_the_one_fetch_command(params):
     problems = preflight.missing_inputs(REPO / params)
     [d] = [x for x in problems if x.startswith("downloads:")]
     assert f"rvos-kit fetch --params {os.path.relpath(REPO / params)}" in d
+
+
+def test_infer_hint_says_record_while_any_of_the_models_files_is_unpinned(tmp_path):
+    """A pinned checkpoint is not enough: its unpinned pretrained parts (roberta-base) make
+    fetch refuse without --record, so the hint must say it; all pinned, it must not."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    lock = (REPO / "checkpoints.lock").read_text()
+    pinned = "    sha256: " + "a" * 64
+
+    def soc_hint(text: str) -> str:
+        (tmp_path / "checkpoints.lock").write_text(text)
+        [h] = [x for x in preflight.missing_inputs(tmp_path / "params.yaml")
+               if x.startswith("models.soc ")]  # fmt: skip
+        return h
+
+    soc = lock.index("  - name: soc\n")
+    one = lock[:soc] + lock[soc:].replace("    sha256: null", pinned, 1)
+    assert "--record`" in soc_hint(one)  # checkpoint pinned, roberta-base parts not
+    assert "--record" not in soc_hint(lock.replace("    sha256: null", pinned))

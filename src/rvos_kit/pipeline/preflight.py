@@ -184,11 +184,16 @@ def _infer_models(pl: Pipeline) -> list[str]:
             if m["source"] == "infer" and f"rvos_{n}" in pl.stages]  # fmt: skip
 
 
-def infer_downloads(pl: Pipeline) -> list[str]:
-    """checkpoints.lock artifacts the inference stages read (each model's checkpoint and
+def _model_artifacts(pl: Pipeline, models) -> list:
+    """checkpoints.lock entries the stages of ``models`` read (each model's checkpoint and
     its pretrained parts: the entries whose used_by names the model's stage)."""
-    stages = {f"rvos_{n}" for n in _infer_models(pl)}
-    return [a.name for a in pl.builder.lock().artifacts if stages & set(a.used_by)]
+    stages = {f"rvos_{n}" for n in models}
+    return [a for a in pl.builder.lock().artifacts if stages & set(a.used_by)]
+
+
+def infer_downloads(pl: Pipeline) -> list[str]:
+    """Names of the checkpoints.lock artifacts the inference stages read."""
+    return [a.name for a in _model_artifacts(pl, _infer_models(pl))]
 
 
 def check_split(pl: Pipeline) -> Iterable[str]:
@@ -245,10 +250,7 @@ def check_infer(pl: Pipeline) -> Iterable[str]:
             )
         if lacks:
             # unpinned lock entries are fetched only with --record (trust on first use)
-            arts = pl.builder.lock().artifacts
-            unpinned = any(
-                a.sha256 is None for a in arts if a.name == m or f"infer_{m}" in a.used_by
-            )
+            unpinned = any(a.sha256 is None for a in _model_artifacts(pl, [m]))
             yield (
                 f"models.{m} (source: infer) lacks {'; '.join(lacks)}. Files: `rvos-kit fetch "
                 f"--params {pl.cmd_path(pl.params_path.name)}{' --record' * unpinned}` "
