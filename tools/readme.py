@@ -208,27 +208,19 @@ def package_map(repo: Path) -> str:
                 sname = sub.name + ("/" if sub.is_dir() else "")
                 lines.append(f"    {sname:<16}{_summary(sub, 76)}")
     lines.append("```")
-    from rvos_kit.cli import VERB_GROUPS, build_parser
-
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    lines += ["", "| DAG step | verbs | where |", "|---|---|---|"]
+    import argparse
     import importlib
 
-    for title, entries in VERB_GROUPS:
-        mods = []
-        for e in entries:
-            mod = e.partition(":")[0]
-            path = "src/rvos_kit/" + mod.replace(".", "/")
+    from rvos_kit.cli import register_verbs
+
+    lines += ["", "| DAG step | verbs | where |", "|---|---|---|"]
+    for title, modules, verbs in register_verbs(argparse.ArgumentParser().add_subparsers()):
+        where = []
+        for mod in modules:
+            path = mod.replace(".", "/")
             m = importlib.import_module(f"rvos_kit.{mod}")
-            path += "/" if Path(m.__file__).name == "__init__.py" else ".py"
-            if path not in mods:
-                mods.append(path)
-        verbs = [v for v, p in sub.choices.items()
-                 if p._defaults.get("func").__module__.startswith(
-                     tuple(f"rvos_kit.{e.partition(':')[0]}" for e in entries))]  # fmt: skip
-        where = ", ".join(f"`{m.removeprefix('src/rvos_kit/')}`" for m in mods)
-        lines.append(f"| {title} | {', '.join(f'`{v}`' for v in verbs)} | {where} |")
+            where.append(f"`{path}/`" if Path(m.__file__).name == "__init__.py" else f"`{path}.py`")
+        lines.append(f"| {title} | {', '.join(f'`{v}`' for v in verbs)} | {', '.join(where)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -19,10 +19,9 @@ from .helptext import HelpFormatter, plain
 
 # The verbs, grouped as the DAG runs: data -> rvos outputs -> key frames -> propagate ->
 # fuse -> package -> evaluate / audit, then the pipeline tools. Each entry: the module under
-# rvos_kit and the function in it that adds the verb(s) (``register`` unless named).
+# rvos_kit whose ``register(sub)`` adds the verb(s).
 VERB_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("data and downloads", ("stages.data", "stages.data:register_valid_meta",
-                            "artifacts.fetch")),
+    ("data and downloads", ("stages.data", "artifacts.fetch")),
     ("rvos outputs (the five models' masks)", ("stages.rvos.infer", "stages.rvos.released",
                                                "stages.rvos.dumps")),
     ("key frames", ("stages.keyframes",)),
@@ -40,6 +39,18 @@ Reproducibility kit for the 1st-place ICCV 2023 LSVOS track-3 solution.
 A mask tree is <root>/<video>/<exp_id>/<frame>.png (8-bit grayscale, 255 = object).
 Run `rvos-kit <verb> --help` for each stage. "Contract section N" and "quirk 9.N"
 refer to the headings of docs/contract.md."""
+
+
+def register_verbs(sub) -> list[tuple[str, tuple[str, ...], list[str]]]:
+    """Add every verb to the sub-parsers ``sub``; return (group title, its modules, the
+    verbs they added) per group, in DAG order."""
+    groups = []
+    for title, modules in VERB_GROUPS:
+        before = set(sub.choices)
+        for module in modules:
+            importlib.import_module(f"rvos_kit.{module}").register(sub)
+        groups.append((title, modules, [v for v in sub.choices if v not in before]))
+    return groups
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,16 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="verb", metavar="<verb>", help=argparse.SUPPRESS)
     sub.required = True
+    groups = register_verbs(sub)
+    helps = {a.dest: a.help for a in sub._choices_actions}
     listing = []
-    for title, entries in VERB_GROUPS:
-        before = set(sub.choices)
-        for entry in entries:
-            module, _, func = entry.partition(":")
-            getattr(importlib.import_module(f"rvos_kit.{module}"), func or "register")(sub)
-        added = [v for v in sub.choices if v not in before]
-        helps = {a.dest: a.help for a in sub._choices_actions}
+    for title, _, verbs in groups:
         listing.append(f"{title}:")
-        listing += [f"  {v:<13} {helps.get(v) or ''}".rstrip() for v in added]
+        listing += [f"  {v:<13} {helps.get(v) or ''}".rstrip() for v in verbs]
     parser.epilog = "verbs, in DAG order:\n" + "\n".join(listing)
     for verb in sub.choices.values():  # plain text, defaults shown (helptext.py)
         verb.description = plain(verb.description)

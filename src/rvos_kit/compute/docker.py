@@ -222,7 +222,7 @@ def kit_source_dir() -> Path | None:
     return None
 
 
-def _infer_inputs(args: list[str], cwd: Path) -> list[Path]:
+def infer_inputs(args: list[str], cwd: Path) -> list[Path]:
     return [(cwd / v).resolve() for o in INFER_INPUTS if (v := option_value(args, o))]
 
 
@@ -268,7 +268,7 @@ def plan_mounts(
         except OSError:  # a name too long to be a path, say
             continue
     if verb == "infer":
-        ro += _infer_inputs(args, cwd)
+        ro += infer_inputs(args, cwd)
     mounts: list[Mount] = [Mount(str(p), "rw") for p in rw]
     kept: list[Path] = []
     for p in sorted(set(ro), key=lambda x: (len(x.parts), str(x))):

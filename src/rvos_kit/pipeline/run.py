@@ -68,9 +68,9 @@ from pathlib import Path
 from ..compute.docker import (
     IN_CONTAINER_ENV,
     MODES,
-    _infer_inputs,
     check_docker,
     image_key,
+    infer_inputs,
     kit_source_dir,
     load_settings,
     native_argv,
@@ -89,7 +89,7 @@ def prepare_infer(args: list[str], cwd: Path) -> None:
     if model and out:
         prepare_container(model, cwd / out)
     hosts = [Path(h) for h, _, _ in mounts_for_args(args)]
-    missing = [str(p) for p in [*_infer_inputs(args, cwd), *hosts] if not p.exists()]
+    missing = [str(p) for p in [*infer_inputs(args, cwd), *hosts] if not p.exists()]
     if missing:
         raise KitError(f"infer: {missing[0]} not found (`rvos-kit preflight` lists all)")
 

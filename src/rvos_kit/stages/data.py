@@ -185,6 +185,17 @@ def register(sub) -> None:
     p.add_argument("--width", type=int, default=160, help="frame width in pixels")
     p.set_defaults(func=run)
 
+    v = sub.add_parser(
+        "valid-meta",
+        help="the valid meta minus the test videos (the 202 valid-only videos)",
+        description="Ref-YouTube-VOS's valid meta_expressions.json also lists the 305 test "
+        "videos; write the valid-only meta (videos and expressions in file order).",
+    )
+    v.add_argument("--valid", required=True, help="meta_expressions/valid/meta_expressions.json")
+    v.add_argument("--test", required=True, help="meta_expressions/test/meta_expressions.json")
+    v.add_argument("--out", required=True, help="meta file to write")
+    v.set_defaults(func=run_valid_meta)
+
 
 def run_valid_meta(args) -> int:
     out = valid_only(read_json(args.valid, "valid meta"), read_json(args.test, "test meta"))
@@ -193,16 +204,3 @@ def run_valid_meta(args) -> int:
     write_json(args.out, out)
     print(f"{args.out}: {len(out['videos'])} valid-only videos")
     return 0
-
-
-def register_valid_meta(sub) -> None:
-    p = sub.add_parser(
-        "valid-meta",
-        help="the valid meta minus the test videos (the 202 valid-only videos)",
-        description="Ref-YouTube-VOS's valid meta_expressions.json also lists the 305 test "
-        "videos; write the valid-only meta (videos and expressions in file order).",
-    )
-    p.add_argument("--valid", required=True, help="meta_expressions/valid/meta_expressions.json")
-    p.add_argument("--test", required=True, help="meta_expressions/test/meta_expressions.json")
-    p.add_argument("--out", required=True, help="meta file to write")
-    p.set_defaults(func=run_valid_meta)
