@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,25 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
     }
+
+
+# The suite's peak use of the temp folder, measured with `du` every second during
+# `make test` on 2026-11-27: 0.9 GB (the published-code fixtures), with a margin.
+TEMP_NEEDED = int(os.environ.get("RVOS_TEST_TEMP_NEEDED", 2 * 1024**3))
+
+
+def pytest_sessionstart(session):
+    """Refuse to start on a disk too full for the suite: a full disk fails every later
+    test at setup with a message that names no cause (CI did, once)."""
+    base = session.config._tmp_path_factory.getbasetemp()
+    free = shutil.disk_usage(base).free
+    if free < TEMP_NEEDED:
+        pytest.exit(
+            f"only {free / 1024**3:.1f} GB free under {base.parent}; the suite needs "
+            f"{TEMP_NEEDED / 1024**3:.1f} GB there: free some space (old "
+            "pytest-of-* folders are safe to delete) or pass --basetemp on another disk",
+            returncode=1,
+        )
 
 
 @pytest.fixture

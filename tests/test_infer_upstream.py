@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -88,6 +89,10 @@ def model_run(request, upstream, tmp_path_factory):
         cli.append("--png-run")
     times["cli"] = _run(cli, d, "rvos-kit infer")
     times["shards"] = _run([UPSTREAM_PYTHON, "-c", SHARDED, model, d, upstream], d, "sharded infer")
+    # The inputs (SOC's Video-Swin file alone is 377 MB) come from a seed and no test reads
+    # them: free the disk now, not at the end of the session.
+    shutil.rmtree(d / "pretrained")
+    (d / "checkpoint.pth").unlink()
     print(f"\n{model}: " + ", ".join(f"{k} {v}" for k, v in times.items()))
     return model, d
 
