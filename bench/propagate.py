@@ -26,14 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from rvos_kit.stages.propagate import make_backend, propagate  # noqa: E402
-from rvos_kit.trees.synthetic import moving_object_clip  # noqa: E402
+from rvos_kit.trees.synthetic import moving_object_clip, write_propagation_input  # noqa: E402
 
 H, W = 720, 1280
 
@@ -43,19 +41,7 @@ def make_clip(root: Path, n_frames: int) -> None:
         np.random.default_rng(0), H, W, n_frames, step=(8, 5), centre=(300, 400),
         radii=(160, 220), sigma=2.0,
     )  # fmt: skip
-    names = [f"{5 * t:05d}" for t in range(n_frames)]
-    (root / "JPEGImages" / "v").mkdir(parents=True)
-    (root / "Annotations" / "v" / "0").mkdir(parents=True)
-    k = n_frames // 2
-    for t, name in enumerate(names):
-        cv2.imwrite(str(root / "JPEGImages" / "v" / f"{name}.jpg"), frames[t])
-        mask = masks[t] if t == k else np.zeros((H, W), bool)
-        png = root / "Annotations" / "v" / "0" / f"{name}.png"
-        Image.fromarray(mask.astype(np.uint8) * 255, "L").save(png)
-    meta = {"videos": {"v": {"expressions": {"0": {"exp": "x"}}, "frames": names}}}
-    (root / "meta.json").write_text(json.dumps(meta))
-    keys = {"v": {"0": {"index_info": {"class_index": k}}}}
-    (root / "key_frame.json").write_text(json.dumps(keys))
+    write_propagation_input(root, {"v": (frames, masks, {"0": (n_frames // 2, "true")})})
 
 
 def one(spec: str, n_frames: int, threads: int | None) -> dict:

@@ -30,37 +30,22 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from rvos_kit.cli import main  # noqa: E402
 from rvos_kit.stages.propagate import make_backend, propagate  # noqa: E402
-from rvos_kit.trees.synthetic import moving_object_clip  # noqa: E402
+from rvos_kit.trees.synthetic import moving_object_clip, write_propagation_input  # noqa: E402
 
 
 def make_clips(root: Path, n_videos: int, n_frames: int, h: int, w: int) -> None:
-    rng = np.random.default_rng(0)
-    meta, keys = {"videos": {}}, {}
-    names = [f"{5 * t:05d}" for t in range(n_frames)]
-    k = n_frames // 2
+    rng, k = np.random.default_rng(0), n_frames // 2
+    clips = {}
     for v in range(n_videos):
-        vid = f"video{v:03d}"
         frames, masks = moving_object_clip(rng, h, w, n_frames, step=(3, 2), sigma=2.0)
-        (root / "JPEGImages" / vid).mkdir(parents=True)
-        (root / "Annotations" / vid / "0").mkdir(parents=True)
-        for t, name in enumerate(names):
-            cv2.imwrite(str(root / "JPEGImages" / vid / f"{name}.jpg"), frames[t])
-            mask = (masks[t] if t == k else np.zeros((h, w), bool)).astype(np.uint8) * 255
-            Image.fromarray(mask, "L").save(root / "Annotations" / vid / "0" / f"{name}.png")
-        meta["videos"][vid] = {"expressions": {"0": {"exp": "an object"}}, "frames": names}
-        keys[vid] = {"0": {"index_info": {"class_index": k}}}
-    import json
-
-    (root / "meta.json").write_text(json.dumps(meta))
-    (root / "key_frame.json").write_text(json.dumps(keys))
+        clips[f"video{v:03d}"] = (frames, masks, {"0": (k, "true")})
+    write_propagation_input(root, clips)
 
 
 def tree(root: Path) -> dict:

@@ -18,7 +18,7 @@ from rvos_kit.errors import KitError
 from rvos_kit.stages.propagate import make_backend, propagate
 from rvos_kit.stages.propagate.flow_backend import FlowBackend
 from rvos_kit.trees.masktree import encode_mask, read_mask
-from rvos_kit.trees.synthetic import moving_object_clip
+from rvos_kit.trees.synthetic import moving_object_clip, write_propagation_input
 
 # ----------------------------------------------------------------- generated data
 
@@ -35,39 +35,15 @@ def make_dataset(root: Path, videos: dict, rng_seed: int = 7) -> dict:
     {exp_id: (k, kind)}}}`` with kind ``"true"`` (the key frame holds the true mask, the
     other frames random noise), ``"empty"`` (an empty key-frame mask) or ``"value"`` (the
     true mask stored with value 1, not 255). Returns ``{name: true masks}``."""
-    rng = np.random.default_rng(rng_seed)
-    meta = {"videos": {}}
-    keys = {}
-    truth = {}
+    clips = {}
     for vi, (name, spec) in enumerate(videos.items()):
-        h, w = spec["size"]
         clip_rng = np.random.default_rng(vi)  # seeded by the video's index
-        frames, masks = moving_object_clip(clip_rng, h, w, spec["frames"], spec.get("step", (3, 2)))
-        truth[name] = masks
-        names = [f"{5 * t:05d}" for t in range(spec["frames"])]
-        meta["videos"][name] = {
-            "expressions": {e: {"exp": f"object {e}"} for e in spec["exps"]},
-            "frames": names,
-        }
-        d = root / "JPEGImages" / name
-        d.mkdir(parents=True, exist_ok=True)
-        for n, img in zip(names, frames, strict=True):
-            cv2.imwrite(str(d / f"{n}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        keys[name] = {}
-        for e, (k, kind) in spec["exps"].items():
-            keys[name][e] = {"index_info": {"class_index": k}}
-            for t, n in enumerate(names):
-                p = root / "Annotations" / name / e / f"{n}.png"
-                if t == k and kind == "value":
-                    p.parent.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(masks[t].astype(np.uint8), "L").save(p)
-                elif t == k:
-                    write_png(p, masks[t] if kind == "true" else np.zeros((h, w), bool))
-                else:
-                    write_png(p, rng.random((h, w)) < 0.3)
-    (root / "meta.json").write_text(json.dumps(meta))
-    (root / "key_frame.json").write_text(json.dumps(keys))
-    return truth
+        frames, masks = moving_object_clip(
+            clip_rng, *spec["size"], spec["frames"], spec.get("step", (3, 2))
+        )
+        clips[name] = (frames, masks, spec["exps"])
+    write_propagation_input(root, clips, noise_seed=rng_seed)
+    return {name: masks for name, (_, masks, _) in clips.items()}
 
 
 def cli_args(root: Path, out: Path, *extra: str) -> list[str]:

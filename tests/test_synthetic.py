@@ -4,10 +4,14 @@ sample it makes is pinned byte for byte, and each function does what its callers
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
+from PIL import Image
 
 from rvos_kit.stages.data import make_sample
+from rvos_kit.trees.masktree import read_mask
+from rvos_kit.trees.meta import load_meta
 from rvos_kit.trees.synthetic import (
     corrupt,
     ellipse,
@@ -17,6 +21,7 @@ from rvos_kit.trees.synthetic import (
     random_ellipse,
     random_mask,
     wavy_blobs,
+    write_propagation_input,
 )
 
 # sha256 over (relative path, NUL, bytes) of every file of make_sample(seed=3, videos=4,
@@ -107,3 +112,26 @@ def test_wavy_blobs_agree_but_differ():
         for m in ms[1:]:
             iou = (m & ms[0]).sum() / (m | ms[0]).sum()
             assert 0.8 < iou < 1.0
+
+
+def test_propagation_input_holds_each_kind_at_its_key_frame(tmp_path):
+    frames, masks = moving_object_clip(np.random.default_rng(0), 24, 32, 3)
+    exps = {"0": (1, "true"), "1": (2, "empty"), "2": (0, "value")}
+    write_propagation_input(tmp_path / "quiet", {"v": (frames, masks, exps)})
+    write_propagation_input(tmp_path / "noisy", {"v": (frames, masks, exps)}, noise_seed=7)
+    for root in (tmp_path / "quiet", tmp_path / "noisy"):
+        meta = load_meta(root / "meta.json")  # the kit's own reader accepts it
+        assert list(meta.video("v").frames) == ["00000", "00005", "00010"]
+        keys = json.loads((root / "key_frame.json").read_text())
+        assert {e: k["index_info"]["class_index"] for e, k in keys["v"].items()} == {
+            "0": 1, "1": 2, "2": 0
+        }  # fmt: skip
+        assert len(list((root / "JPEGImages" / "v").glob("*.jpg"))) == 3
+        ann = root / "Annotations" / "v"
+        assert np.array_equal(read_mask(ann / "0" / "00005.png"), masks[1])
+        assert not read_mask(ann / "1" / "00010.png").any()
+        raw = np.asarray(Image.open(ann / "2" / "00000.png"))
+        assert set(np.unique(raw)) == {0, 1} and np.array_equal(raw == 1, masks[0])
+    quiet_other = read_mask(tmp_path / "quiet" / "Annotations" / "v" / "0" / "00000.png")
+    noisy_other = read_mask(tmp_path / "noisy" / "Annotations" / "v" / "0" / "00000.png")
+    assert not quiet_other.any() and 0.2 < noisy_other.mean() < 0.4

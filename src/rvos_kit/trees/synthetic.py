@@ -16,6 +16,10 @@ Frames
 Simulated model output
     :func:`corrupt` (a model's view of a mask: boundary dilated or eroded, a false blob,
     or a miss), :func:`probability` (a float32 probability map whose ``p > 0.5`` is the mask).
+Datasets on disk
+    :func:`write_propagation_input` (clips as a propagation stage reads them: JPEG frames,
+    key-frame masks in a mask tree, ``meta.json``, ``key_frame.json``; the benchmarks and
+    the propagation tests write theirs with it).
 
 Every function draws from the ``rng`` it is given, in a fixed order, so a caller's random
 stream (and with it the demo's bytes pinned in ``demo/dvc.lock`` and the tests' data)
@@ -25,8 +29,12 @@ here changes the demo outputs: ``tests/test_synthetic.py`` pins them.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import cv2
 import numpy as np
+from PIL import Image
 
 # ---------------------------------------------------------------------------------- shapes
 
@@ -192,3 +200,45 @@ def probability(mask: np.ndarray) -> np.ndarray:
     outside = cv2.distanceTransform(1 - m, cv2.DIST_L2, 5)
     logit = np.clip(0.8 * np.where(mask, inside, -outside), -14, 12).astype(np.float32)
     return (np.float32(1) / (np.float32(1) + np.exp(-logit))).astype(np.float32)
+
+
+# ------------------------------------------------------------------------ datasets on disk
+
+
+def write_propagation_input(root: Path, clips: dict, noise_seed: int | None = None) -> None:
+    """Write ``root/{JPEGImages,Annotations,meta.json,key_frame.json}`` for the
+    propagation stage. ``clips``: ``{video: (frames, masks, exps)}`` with ``frames`` and
+    ``masks`` as :func:`moving_object_clip` returns them (named ``00000``, ``00005``, ...)
+    and ``exps``: ``{exp_id: (key index, kind)}``. At its key frame an expression holds
+    the true mask (kind ``"true"``), an empty mask (``"empty"``) or the true mask stored
+    with value 1, not 255 (``"value"``). Its other frames hold empty masks, or with
+    ``noise_seed`` random noise (30 % foreground) drawn in video, expression, frame order
+    from ``default_rng(noise_seed)``: what a model's tree holds besides its key frame."""
+    rng = np.random.default_rng(noise_seed) if noise_seed is not None else None
+    meta, keys = {"videos": {}}, {}
+    for video, (frames, masks, exps) in clips.items():
+        names = [f"{5 * t:05d}" for t in range(len(frames))]
+        meta["videos"][video] = {
+            "expressions": {e: {"exp": f"object {e}"} for e in exps},
+            "frames": names,
+        }
+        d = root / "JPEGImages" / video
+        d.mkdir(parents=True, exist_ok=True)
+        for name, img in zip(names, frames, strict=True):
+            cv2.imwrite(str(d / f"{name}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        keys[video] = {}
+        for e, (k, kind) in exps.items():
+            keys[video][e] = {"index_info": {"class_index": k}}
+            (root / "Annotations" / video / e).mkdir(parents=True, exist_ok=True)
+            for t, name in enumerate(names):
+                if t == k:
+                    m = masks[t] if kind != "empty" else np.zeros_like(masks[t])
+                    value = 1 if kind == "value" else 255
+                elif rng is not None:
+                    m, value = rng.random(masks[t].shape) < 0.3, 255
+                else:
+                    m, value = np.zeros_like(masks[t]), 255
+                png = root / "Annotations" / video / e / f"{name}.png"
+                Image.fromarray(m.astype(np.uint8) * value, "L").save(png)
+    (root / "meta.json").write_text(json.dumps(meta))
+    (root / "key_frame.json").write_text(json.dumps(keys))
