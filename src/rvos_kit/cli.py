@@ -2,6 +2,8 @@
 
 Every verb lives in its own module, which defines ``register(subparsers)``: it adds its
 sub-parser and sets ``func`` (called with the parsed args, returns the exit status).
+A verb gives its ``description`` only: :func:`build_parser` lays out every verb's --help
+the same way (:class:`~rvos_kit.helptext.HelpFormatter`, markup made plain).
 Errors meant for the user are :class:`~rvos_kit.errors.KitError`: printed on one line,
 exit status 2, no traceback.
 """

@@ -164,7 +164,6 @@ def register(sub) -> None:
         "run",
         help="run a verb natively or in the Docker image its stage needs (GPU stages)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--params", help="params.yaml with the runner keys (default: ./params.yaml)")
     p.add_argument("--stage", help="stage name looked up in runner.stages (default: the verb)")

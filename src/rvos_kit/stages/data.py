@@ -175,7 +175,6 @@ def register(sub) -> None:
         "make-sample",
         help="generate a tiny Ref-YouTube-VOS-shaped dataset with simulated model outputs",
         description=__doc__,
-        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", required=True, help="folder to create (replaced atomically)")
     p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same bytes")

@@ -290,7 +290,6 @@ def register(sub) -> None:
         "vote",
         help="pair vote over mask trees (stage-1 and stage-2 fusion)",
         description=__doc__,
-        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
     p.add_argument("sources", nargs="+", metavar="SOURCE_ROOT", help="mask trees, key model first")
     p.add_argument("--out", required=True, help="output tree (replaced atomically on success)")

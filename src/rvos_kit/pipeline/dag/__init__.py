@@ -59,7 +59,6 @@ def register(sub) -> None:
         "dag",
         help="generate dvc.yaml from params.yaml (one stage per DAG node)",
         description=__doc__,
-        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
     p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     p.add_argument("--out", help="dvc.yaml to write (default: beside the params file)")

@@ -30,7 +30,6 @@ page and the same summary as Markdown, with contact sheets of the worst cases an
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from ...argtypes import add_workers, count
@@ -170,7 +169,6 @@ def register(sub) -> None:
         "audit",
         help="compare our mask trees with released ones: identical frames, IoU, report",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--ours", metavar="ROOT", help="our mask tree (one stage; see --stage)")
     p.add_argument("--theirs", metavar="ROOT", help="the released mask tree to compare with")

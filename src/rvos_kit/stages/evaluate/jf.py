@@ -31,7 +31,6 @@ boundary pixels in between (:func:`count_matched`).
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -387,7 +386,6 @@ def register(sub) -> None:
         "evaluate",
         help="J, F and J&F of a mask tree against ground truth (DAVIS-2017 definitions)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--gt",

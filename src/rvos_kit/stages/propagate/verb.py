@@ -163,7 +163,6 @@ def register(sub) -> None:
         "propagate",
         help="propagate each expression's key-frame mask through its video (AOT/DeAOT/flow)",
         description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--images", required=True, help="JPEG root: <root>/<video>/<frame>.jpg")
     p.add_argument("--annotations", required=True, help="input mask tree (the model's masks)")

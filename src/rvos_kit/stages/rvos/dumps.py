@@ -312,13 +312,10 @@ def run_import_pth(args) -> int:
 
 # ----------------------------------------------------------------------------- CLI
 def register(sub) -> None:
-    import argparse
-
     p = sub.add_parser(
         "import-pth",
         help="convert original RVOS .pth dumps into Annotations/ + scores.json",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("dumps", nargs="+", metavar="DUMP.pth", help="one dump, or all split chunks")
     p.add_argument(

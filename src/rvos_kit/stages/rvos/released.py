@@ -217,13 +217,10 @@ def run_import_zip(args) -> int:
 
 # ----------------------------------------------------------------------------- CLI
 def register(sub) -> None:
-    import argparse
-
     z = sub.add_parser(
         "import-zip",
         help="unpack a released Annotations zip into a canonical mask tree (zip-slip safe)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     z.add_argument("zip", help="released Annotations zip")
     z.add_argument("--out", required=True, help="tree root to create: <out>/<video>/<exp>/<f>.png")

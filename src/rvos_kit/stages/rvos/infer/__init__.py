@@ -178,7 +178,6 @@ def register(sub) -> None:
         "infer",
         help="run a model's published inference code (pinned, unmodified) into a model folder",
         description=__doc__.split("\nPython:")[0],  # the Python API is not for --help
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, choices=list(MODELS))
     p.add_argument("--meta", required=True, help="meta_expressions.json of the split")
