@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 KIT := $(VENV)/bin/rvos-kit
 STAMP := $(VENV)/.rvos-kit-installed
 # The published models' own environment, for tests/test_infer_upstream.py:
-# torch 2.14.1 + torchvision from local disk, numpy<2, ... (requirements-upstream.txt).
+# torch 2.14.1 + torchvision from local disk, numpy<2, ... (requirements-upstream.txt), and
+# deaotpy (requirements-nodeps.txt): the kit's propagation runs beside the published AOT code.
 UPSTREAM_VENV ?= .venv-upstream
 UPSTREAM_STAMP := $(UPSTREAM_VENV)/.rvos-kit-installed
 PYTEST_ARGS ?=
@@ -31,12 +32,13 @@ $(STAMP): pyproject.toml setup.py src/rvos_kit/trees/_unfilter.c constraints.txt
 
 venv: $(STAMP) ## create $(VENV) with the kit and its test tools
 
-$(UPSTREAM_STAMP): requirements-upstream.txt constraints-upstream.txt pyproject.toml
+$(UPSTREAM_STAMP): requirements-upstream.txt constraints-upstream.txt requirements-nodeps.txt pyproject.toml
 	$(PYTHON) -m venv $(UPSTREAM_VENV)
 	$(UPSTREAM_VENV)/bin/python -m pip install -q pip==26.3
 	$(UPSTREAM_VENV)/bin/python -m pip install -q -c constraints-upstream.txt -r requirements-upstream.txt
 	$(UPSTREAM_VENV)/bin/python -m pip install -q --no-deps -c constraints-upstream.txt imgaug==0.4.0
 	$(UPSTREAM_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(UPSTREAM_VENV)/bin/python -m pip install -q --no-deps --require-hashes -r requirements-nodeps.txt
 	@touch $@
 
 upstream-venv: $(UPSTREAM_STAMP) ## create $(UPSTREAM_VENV): the published models' test environment

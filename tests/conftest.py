@@ -117,6 +117,31 @@ def upstream(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def aot_benchmark(tmp_path_factory) -> Path:
+    """aot-benchmark at 75e46fe (the commit ``soc_test/DEAOT`` records): the shared archive,
+    unpacked and checked file by file against its manifest (git blob ids)."""
+    import tarfile
+
+    from rvos_kit.stages.rvos.infer.upstream import git_blob_id, manifest
+
+    archive = SHARED_UPSTREAM / "aot-benchmark-75e46fe.tar.gz"
+    if not archive.exists():
+        why = f"aot-benchmark at 75e46fe is not here: no {archive}"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    root = tmp_path_factory.mktemp("aot-benchmark")
+    with tarfile.open(archive) as tf:
+        tf.extractall(root, filter="data")
+    (top,) = [p for p in root.iterdir() if p.is_dir()]
+    pinned = manifest(SHARED_UPSTREAM / "MANIFEST-aot-benchmark-75e46fe.tsv")
+    assert pinned
+    for rel, blob in pinned.items():
+        assert git_blob_id(top / rel) == blob, rel
+    return top
+
+
+@pytest.fixture(scope="session")
 def ray_cluster():
     """One real local Ray for the whole session (its start-up costs seconds): 2 CPUs and
     2 logical GPUs, so that GPU shards are scheduled (and given CUDA_VISIBLE_DEVICES) on

@@ -22,6 +22,9 @@ from rvos_kit.trees.meta import load_meta
 
 torch = pytest.importorskip("torch")
 aot_backend = pytest.importorskip("rvos_kit.stages.propagate.aot_backend")
+# the CLI runs the stage as shards on Ray: the session's local Ray (logical GPUs), not one
+# this module happens to find started by an earlier test module
+pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -122,9 +125,8 @@ def _memory_entries(backend):
     """Long-term memory length (in frames) of every view's engine."""
     out = []
     for engine in backend.last_engines:
-        (inner,) = engine.aot_engines
-        tokens = inner.enc_hw
-        key = inner.long_term_memories[0][0]  # layer 0, key
+        tokens = engine.enc_hw
+        key = engine.long_term_memories[0][0]  # layer 0, key
         assert key.shape[0] % tokens == 0
         out.append(key.shape[0] // tokens)
     return out
@@ -151,13 +153,14 @@ def test_forward_then_backward_reusing_the_engines(tmp_path, name, model):
     assert _memory_entries(backend) == [1 + 2 + 1 + 2] * 2
     assert backend.engines_built == 2  # scale 1.0, unflipped and flipped
 
-    # key frame first / last: one pass only (the backward pass of k = 0 is skipped)
+    # key frame first / last: one pass only, the reference added once (published
+    # bidirectional_evaluator.py L288: no forward pass when k is the last frame)
     order.clear()
     backend.propagate(frames, 0, ref, lambda t, m: order.append(t))
     assert order == [1, 2, 3, 4] and _memory_entries(backend) == [5, 5]
     order.clear()
     backend.propagate(frames, 4, ref, lambda t, m: order.append(t))
-    assert order == [3, 2, 1, 0] and _memory_entries(backend) == [6, 6]
+    assert order == [3, 2, 1, 0] and _memory_entries(backend) == [5, 5]
 
     # the model's own gap (9999 for the tiny models): the reference, added twice
     backend = make_backend(name, model=model, random_seed=1, device="cpu", scales=(1.0,))
@@ -208,10 +211,17 @@ def test_checkpoint_layouts_load_and_bad_files_fail(tmp_path):
         assert aot_backend.load_checkpoint(net2, tmp_path / fname, "aott") == 0
         for k, v in net2.state_dict().items():
             assert torch.equal(v, sd[k]), (fname, k)
-    # extra tensors are ignored (and counted)
-    torch.save({**sd, "unused.weight": torch.zeros(3)}, tmp_path / "extra.pth")
+    # LSTT.mask_token (deaotpy / aot-benchmark have it, the published fork's network does
+    # not; no forward pass uses it): both layouts load; the network keeps its own value
+    assert "LSTT.mask_token" in sd
+    published = {k: v for k, v in sd.items() if k != "LSTT.mask_token"}
+    torch.save({"state_dict": published}, tmp_path / "published.pth")
     net2, _ = aot_backend.build_network("aott", seed=2)
-    assert aot_backend.load_checkpoint(net2, tmp_path / "extra.pth", "aott") == 1
+    own_token = net2.state_dict()["LSTT.mask_token"].clone()
+    assert aot_backend.load_checkpoint(net2, tmp_path / "published.pth", "aott") == 1
+    got = net2.state_dict()
+    assert torch.equal(got["LSTT.mask_token"], own_token)
+    assert all(torch.equal(got[k], v) for k, v in published.items())
 
     def fails(path, *needles):
         net, _ = aot_backend.build_network("aott", seed=2)
@@ -231,6 +241,16 @@ def test_checkpoint_layouts_load_and_bad_files_fail(tmp_path):
     deaot, _ = aot_backend.build_network("deaott", seed=1)
     torch.save(deaot.state_dict(), tmp_path / "deaot.pth")
     fails(tmp_path / "deaot.pth", "does not fit model 'aott'", "missing")
+    # any other unexpected key is refused, named (the published loader dropped it silently)
+    torch.save({**sd, "unused.weight": torch.zeros(3)}, tmp_path / "extra.pth")
+    fails(tmp_path / "extra.pth", "'unused.weight'", "does not have")
+    # a DeAOT network has no mask_token: a checkpoint carrying one is refused for it
+    dsd = deaot.state_dict()
+    assert "LSTT.mask_token" not in dsd
+    torch.save({**dsd, "LSTT.layers.0.bogus": torch.zeros(1)}, tmp_path / "deaot_extra.pth")
+    net, _ = aot_backend.build_network("deaott", seed=2)
+    with pytest.raises(KitError, match="LSTT.layers.0.bogus"):
+        aot_backend.load_checkpoint(net, tmp_path / "deaot_extra.pth", "deaott")
     bad = dict(sd)
     key = next(k for k, v in sd.items() if v.ndim == 4)
     bad[key] = torch.zeros(1, 1, 1, 1)

@@ -148,6 +148,8 @@ class PropagationSection(Section):
     scales: list[float] = Field(default=[0.8, 1.0, 1.2], min_length=1)
     flip: bool = True
     max_long_side: int = Field(1040, ge=1)
+    # engine code reproduced (contract 5.6-5.7): aot stages only published_aot_fork
+    engine: Literal["published_aot_fork", "aot_benchmark"] | None = None
 
     @field_validator("scales")
     @classmethod
@@ -163,6 +165,13 @@ class PropagationSection(Section):
         if self.backend == "flow":
             if self.model is not None:
                 raise ValueError("backend flow takes no model (remove model:)")
+            if self.engine is not None:
+                raise ValueError("backend flow takes no engine (remove engine:)")
+        elif self.backend == "aot" and self.engine not in (None, "published_aot_fork"):
+            raise ValueError(
+                "backend aot runs the published AOT engine: engine: published_aot_fork "
+                "(only DeAOT's engine is an open question, contract section 5.7)"
+            )
         elif self.model is not None and self.model not in MODELS[self.backend]:
             raise ValueError(
                 f"model {self.model!r} is not a model of backend {self.backend}; allowed: "

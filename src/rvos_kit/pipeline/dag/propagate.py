@@ -34,6 +34,7 @@ def add(b: Builder, prop: str, node: str) -> None:
         args += ["--scales", ",".join(str(s) for s in c.get("scales", [0.8, 1.0, 1.2]))]
         args += ["--flip" if c.get("flip", True) else "--no-flip"]
         args += ["--max-long-side", c.get("max_long_side", 1040)]
+        args += ["--engine", c.get("engine") or "published_aot_fork"]
         # runner.mode docker: the verb runs here and starts each shard's container
     b.stages[f"propagate_{prop}_{node}"] = {
         "cmd": q(args),

@@ -22,42 +22,47 @@ Views (test-time augmentation; aot-benchmark ``MultiRestrictSize`` + ``MultiToTe
       size with ``F.interpolate(mode="nearest")`` (flip and nearest resizing do not
       commute exactly; this is the published order).
 
-Per frame
-    * Each view has its own engine (a deaotpy ``AOTInferEngine`` / ``DeAOTInferEngine``,
-      one object, so one inner engine). Every view matches and propagates, decodes its
-      logits, which are resized bilinearly to the ORIGINAL frame size (``align_corners`` of
-      the model), flipped back, and soft-maxed. deaotpy sets the logits of unused object
-      slots to -1e10 (-1e4 in float16) first, so the softmax is effectively over
-      background and the one object.
-    * The probabilities are averaged over the views; label = argmax (0 or 1); the output
-      mask is ``label == 1``.
-    * Memory: that SAME averaged label, flipped for flipped views and resized
-      (nearest) to each view's size, updates every view's memory (``update_memory``):
-      short-term memory = this frame; long-term memory gains this frame when
-      ``frame_step - last_mem_step >= gap``. This is the aot-benchmark evaluator of the
-      published run. deaotpy's bundled evaluator instead feeds each view its OWN label
-      (its pre-2023 lines are commented out there); that is not what the spec describes.
+Engines (``engine``: which engine code the run reproduces; contract section 5.6-5.7)
+    Each view has its own AOT engine (deaotpy's ``AOTEngine`` / ``DeAOTEngine``, the
+    networks and per-object engine of aot-benchmark at 75e46fe, which deaotpy equals). The
+    published ``AOTInferEngine`` wraps one such engine per 10 objects; with one object it
+    holds one and only forwards calls to it, so the kit drives the inner engine directly.
+
+    ``published_aot_fork`` (default; what ``soc_test/AOT`` of the published repository did):
+      * every ``add_reference_frame`` gives the engine ``obj_nums=[10]`` (the model's
+        ``max_obj_num``; published ``networks/engines/aot_engine.py`` L585), so no id logit
+        is masked: softmax, view averaging and argmax run over all 11 ids;
+      * re-adding the reference for the backward pass sets ``last_mem_step`` to its
+        ``frame_step`` argument, 0 (L248), while ``frame_step`` keeps counting from the
+        forward pass: the first backward frame at least ``gap`` steps into the run enters
+        the long-term memory at once.
+    ``aot_benchmark`` (aot-benchmark 75e46fe / deaotpy as written): ``obj_nums=[1]`` (ids
+    2..10 set to -1e10, -1e4 in float16, before the softmax) and ``last_mem_step`` set to
+    the running ``frame_step`` at the re-add. Only the DeAOT stages may choose it: the
+    published DeAOT engine is unknown (contract section 5.7).
+
+Per frame (the published ``bidirectional_evaluator.py``)
+    * Every view matches and propagates, decodes its logits, which are resized bilinearly
+      to the ORIGINAL frame size (``align_corners`` of the model), flipped back, and
+      soft-maxed; the probabilities are averaged over the views; label = argmax over the
+      ids.
+    * The output mask is ``label >= 1``: the published PNG is ``argmax * 255`` converted to
+      ``L`` (L307-311), so every id >= 1 is foreground.
+    * Memory: that SAME averaged label, all ids kept, flipped for flipped views and resized
+      (nearest) to each view's size, updates every view's memory (L426-428, L461-469):
+      short-term memory = this frame; long-term memory gains this frame when ``frame_step
+      - last_mem_step >= gap``. deaotpy's bundled evaluator instead feeds each view its
+      OWN label; that is not what the published run did.
 
 Forward, then backward, without restarting the engines (contract section 5.2)
-    * Forward: the key frame ``k`` is added as reference (``frame_step=0``), then frames
-      k+1 .. T-1 are propagated. With k = T-1 the pass holds the reference only.
-    * Backward: the reference (the same view tensors and masks) is added AGAIN to the same
-      engines, then frames k-1 .. 0 are propagated. Adding a reference to a running engine
-      (``AOTEngine.add_reference_frame``) prepends the reference's long-term memory to the
-      existing one -- which still holds the forward reference and every frame the forward
-      pass stored (every ``gap``-th frame) -- resets the short-term memory to the
-      reference, keeps the position embedding and sizes, and sets ``last_mem_step`` to the
-      running ``frame_step`` (which keeps counting from the forward pass), so the next
-      long-term entry is ``gap`` frames into the backward pass.
-    * The re-add calls the inner engine's ``add_reference_frame`` directly. For AOT that is
-      exactly what ``AOTInferEngine.add_reference_frame`` does with one object. deaotpy's
-      ``DeAOTInferEngine.add_reference_frame`` differs from the published aot-benchmark code
-      here: for an engine that already has its objects it calls
-      ``update_short_term_memory`` with the reference mask on the last forward frame's
-      features instead of encoding the reference (and in deaotpy 1.11.0 that call fails
-      with a shape error once the memory has been updated). Going through the inner engine
-      reproduces the published behaviour for both.
-    * With k = 0 the backward pass has no frame to predict and is skipped.
+    * Forward (only when ``k < T - 1``; L288): the key frame ``k`` is added as reference
+      (``frame_step=0``), then frames k+1 .. T-1 are propagated.
+    * Backward (only when ``k > 0``): the reference (the same view tensors and masks) is
+      added AGAIN to the same engines -- or for the first time when ``k = T - 1`` -- then
+      frames k-1 .. 0 are propagated. Adding a reference to a running engine prepends the
+      reference's long-term memory to the existing one (which still holds the forward
+      reference and every frame the forward pass stored), resets the short-term memory to
+      the reference and keeps the position embedding and sizes.
 
 Precision
     * On CUDA the whole propagation runs under ``torch.autocast`` float16, as
@@ -69,7 +74,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -81,7 +85,9 @@ from ...errors import KitError
 from .aot_model import (  # noqa: F401 (AOT_MODELS .. load_checkpoint: importable from here)
     AOT_MODELS,
     DEAOT_MODELS,
+    DEFAULT_ENGINE,
     DEFAULT_MODEL,
+    ENGINES,
     MODELS,
     SWIN_L,
     build_network,
@@ -155,6 +161,7 @@ class AOTBackend:
         long_term_gap: int | None = None,
         amp: bool = True,
         trust_checkpoint: bool = False,
+        engine: str | None = None,
     ):
         if backend not in MODELS:
             raise KitError(f"unknown network backend {backend!r}; use aot or deaot")
@@ -176,6 +183,14 @@ class AOTBackend:
             raise KitError(f"--max-long-side {max_long_side} is below {MAX_STRIDE} pixels")
         if long_term_gap is not None and long_term_gap < 1:
             raise KitError(f"--long-term-gap must be >= 1, got {long_term_gap}")
+        engine = engine or DEFAULT_ENGINE
+        if engine not in ENGINES:
+            raise KitError(f"unknown engine {engine!r}; use one of: {', '.join(ENGINES)}")
+        if backend == "aot" and engine != "published_aot_fork":
+            raise KitError(
+                f"--engine {engine}: the AOT stages run the published AOT engine "
+                "(published_aot_fork); only DeAOT's engine is an open question"
+            )
         if checkpoint is not None and not Path(checkpoint).is_file():
             raise KitError(f"{checkpoint}: checkpoint not found")
         self.name = backend
@@ -189,6 +204,7 @@ class AOTBackend:
         self.long_term_gap = long_term_gap
         self.amp = bool(amp)
         self.trust_checkpoint = bool(trust_checkpoint)
+        self.engine = engine
         self.model = None
         self.cfg = None
         self.device = None
@@ -228,13 +244,7 @@ class AOTBackend:
         self.device = self._resolve_device()
         model, cfg = build_network(self.model_name, self.random_seed)
         if self.checkpoint is not None:
-            extra = load_checkpoint(model, self.checkpoint, self.model_name, self.trust_checkpoint)
-            if extra:
-                print(
-                    f"note: {self.checkpoint}: {extra} tensor(s) not used by "
-                    f"{self.model_name} were ignored",
-                    file=sys.stderr,
-                )
+            load_checkpoint(model, self.checkpoint, self.model_name, self.trust_checkpoint)
         if self.long_term_gap is not None:
             cfg.TEST_LONG_TERM_MEM_GAP = int(self.long_term_gap)
         cfg.TEST_FLIP = self.flip
@@ -268,6 +278,7 @@ class AOTBackend:
             "flip": self.flip,
             "max_long_side": self.max_long_side,
             "long_term_gap": self.gap,
+            "engine": self.engine,
             "torch": torch.__version__,
         }
 
@@ -277,7 +288,7 @@ class AOTBackend:
             f"{self.name} {self.model_name} [{weights}], {len(self.views)} views "
             f"(scales {','.join(f'{s:g}' for s in self.scales)}"
             f"{' x flip' if self.flip else ''}), long side <= {self.max_long_side}, "
-            f"long-term gap {self.gap}"
+            f"long-term gap {self.gap}, engine {self.engine}"
         )
 
     def __getstate__(self):
@@ -285,12 +296,15 @@ class AOTBackend:
 
     # ----------------------------------------------------------------- inference
     def _new_engine(self):
-        from aot.networks.engines import build_engine
+        """One view's engine: the per-object engine the published ``AOTInferEngine``
+        wraps (module docstring, "Engines")."""
+        if self.cfg.MODEL_ENGINE == "deaotengine":
+            from aot.networks.engines.deaot_engine import DeAOTEngine as Engine
+        else:
+            from aot.networks.engines.aot_engine import AOTEngine as Engine
 
-        engine = build_engine(
-            self.cfg.MODEL_ENGINE,
-            phase="eval",
-            aot_model=self.model,
+        engine = Engine(
+            self.model,
             gpu_id=0,
             long_term_mem_gap=self.cfg.TEST_LONG_TERM_MEM_GAP,
             short_term_mem_skip=self.cfg.TEST_SHORT_TERM_MEM_SKIP,
@@ -342,6 +356,14 @@ class AOTBackend:
 
         engines = [self._new_engine() for _ in views]
         self.last_engines = engines
+        fork = self.engine == "published_aot_fork"
+        obj_nums = [int(self.model.max_obj_num) if fork else 1]
+
+        def add_reference():
+            for engine, img, lab in zip(engines, ref_imgs, ref_labels, strict=True):
+                engine.add_reference_frame(img, lab, frame_step=0, obj_nums=obj_nums)
+                if fork:  # published L248: the argument, not the running frame_step
+                    engine.last_mem_step = 0
 
         order = list(range(k + 1, n)) + list(range(k - 1, -1, -1))
         pool = ThreadPoolExecutor(max_workers=1)
@@ -368,24 +390,18 @@ class AOTBackend:
             for (flip, _), engine in zip(views, engines, strict=True):
                 lab = flipped if flip else pred
                 lab = F.interpolate(lab, size=engine.input_size_2d, mode="nearest")
-                engine.update_memory(lab)
-            emit(t, (pred[0, 0] == 1).cpu().numpy())
+                engine.update_short_term_memory(lab)
+            emit(t, (pred[0, 0] >= 1).cpu().numpy())
 
         try:
             fetch(0)
-            # Forward pass: k is the reference, then k+1 .. T-1.
-            for engine, img, lab in zip(engines, ref_imgs, ref_labels, strict=True):
-                engine.add_reference_frame(img, lab, frame_step=0, obj_nums=[1])
-            for t in range(k + 1, n):
-                step(t)
-            if k == 0:
-                return
-            # Backward pass: the SAME engines, k re-added as reference, then k-1 .. 0.
-            for engine, img, lab in zip(engines, ref_imgs, ref_labels, strict=True):
-                for inner in engine.aot_engines:
-                    inner.add_reference_frame(img, lab, frame_step=0, obj_nums=[1])
-                engine.update_size()
-            for t in range(k - 1, -1, -1):
-                step(t)
+            if k < n - 1:  # forward pass: k is the reference, then k+1 .. T-1
+                add_reference()
+                for t in range(k + 1, n):
+                    step(t)
+            if k > 0:  # backward pass: the SAME engines, k (re-)added, then k-1 .. 0
+                add_reference()
+                for t in range(k - 1, -1, -1):
+                    step(t)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

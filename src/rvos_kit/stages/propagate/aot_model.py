@@ -25,9 +25,15 @@ Model and configuration
       the CUDA sampler (equal up to float rounding). DeAOT's gated propagation has its own
       sampler-free path and is used as is. Where the sampler is installed, deaotpy uses it.
     * Checkpoints: a plain state dict, or one wrapped under ``state_dict`` / ``model``
-      (possibly nested), keys with or without ``module.``. Every parameter of the network
-      must be present with the right shape; extra keys are ignored (as the published
-      ``load_network`` did) and counted in a warning. ``torch.load(weights_only=True)``
+      (possibly nested), keys with or without ``module.``. The keys must be the network's,
+      each with the right shape, with one exception (:data:`OPTIONAL_KEYS`):
+      ``LSTT.mask_token``, a parameter of aot-benchmark's (and deaotpy's) AOT transformer
+      that no forward pass uses and that the published ``soc_test/AOT`` network lacks. A
+      checkpoint saved from either network loads (without it the network keeps its own,
+      unused, value); any other missing or unexpected key is refused, naming it. (The
+      published ``load_network`` silently dropped unknown keys and kept the network's own
+      initial values for missing ones; a refusal is safer than a silently half-loaded
+      network.) ``torch.load(weights_only=True)``
       where this PyTorch has it (1.13 and later): a file holding other Python objects is
       refused unless ``trust_checkpoint`` (``--trust-checkpoint``).
 """
@@ -65,6 +71,9 @@ DEAOT_MODELS = (
     "swinb_deaotl",
 )
 MODELS = {"aot": AOT_MODELS, "deaot": DEAOT_MODELS}
+# Which engine code a run reproduces (aot_backend's docstring, "Engines"; contract 5.6-5.7).
+ENGINES = ("published_aot_fork", "aot_benchmark")
+DEFAULT_ENGINE = "published_aot_fork"
 DEFAULT_MODEL = {"aot": "swinl_aotl", "deaot": "swinl_deaotl"}
 
 # Swin-L encoder of the released swinl_aotl / swinl_deaotl checkpoints (contract section 5).
@@ -238,19 +247,37 @@ def checkpoint_state_dict(obj, path) -> dict:
     return out
 
 
+# Keys a checkpoint may have or lack: unused by every forward pass (module docstring).
+OPTIONAL_KEYS = frozenset({"LSTT.mask_token"})
+
+
 def load_checkpoint(model, path, model_name: str, trust: bool = False) -> int:
-    """Load ``path`` into ``model``; returns the number of ignored extra keys."""
+    """Load ``path`` into ``model``; returns the number of optional keys
+    (:data:`OPTIONAL_KEYS`) the checkpoint has and the network lacks, or lacks and the
+    network has (0 for a checkpoint of exactly this network)."""
     path = Path(path)
     sd = checkpoint_state_dict(_torch_load(path, trust), path)
     own = model.state_dict()
-    missing = [k for k in own if k not in sd]
+    hint = (
+        "pass the --model this checkpoint was trained as (swinl_aotl for AOT, swinl_deaotl "
+        "for DeAOT)"
+    )
+    missing = [k for k in own if k not in sd and k not in OPTIONAL_KEYS]
     if missing:
         raise KitError(
             f"{path}: does not fit model {model_name!r}: {len(missing)} of its {len(own)} "
-            f"tensors are missing (e.g. {missing[0]!r}); pass the --model this checkpoint "
-            "was trained as (swinl_aotl for AOT, swinl_deaotl for DeAOT)"
+            f"tensors are missing (e.g. {missing[0]!r}); {hint}"
         )
+    extra = [k for k in sd if k not in own and k not in OPTIONAL_KEYS]
+    if extra:
+        raise KitError(
+            f"{path}: does not fit model {model_name!r}: {len(extra)} tensor(s) the network "
+            f"does not have (e.g. {extra[0]!r}); {hint}"
+        )
+    skipped = sum(1 for k in OPTIONAL_KEYS if (k in sd) != (k in own))
     for k, v in own.items():
+        if k not in sd:
+            continue
         if tuple(sd[k].shape) != tuple(v.shape):
             raise KitError(
                 f"{path}: does not fit model {model_name!r}: {k!r} has shape "
@@ -258,6 +285,5 @@ def load_checkpoint(model, path, model_name: str, trust: bool = False) -> int:
             )
         if not sd[k].is_floating_point() and v.is_floating_point():
             raise KitError(f"{path}: {k!r} is not a floating-point tensor")
-    extra = [k for k in sd if k not in own]
-    model.load_state_dict({k: sd[k] for k in own}, strict=True)
-    return len(extra)
+    model.load_state_dict({k: sd.get(k, v) for k, v in own.items()}, strict=True)
+    return skipped

@@ -12,6 +12,7 @@ from pathlib import Path
 from ...argtypes import positive_int
 from ...errors import KitError
 from ...trees.meta import load_meta
+from .aot_model import ENGINES
 from .engine import BACKENDS, check_inputs, make_backend, propagate, select_videos
 from .resume import resume_key, shared_key
 
@@ -38,8 +39,11 @@ def run(args) -> int:
             or args.random_weights is not None
             or args.model
             or args.trust_checkpoint
+            or args.engine
         ):
-            raise KitError("--model, --checkpoint and --random-weights apply to aot/deaot only")
+            raise KitError(
+                "--model, --checkpoint, --random-weights and --engine apply to aot/deaot only"
+            )
         backend = make_backend("flow", preset=args.flow_preset, max_side=args.flow_max_side)
         workers = args.workers or os.cpu_count() or 1
     else:
@@ -55,6 +59,7 @@ def run(args) -> int:
             long_term_gap=args.long_term_gap,
             amp=not args.no_amp,
             trust_checkpoint=args.trust_checkpoint,
+            engine=args.engine,
         )
         workers = args.workers or 2
     if args.videos is not None:  # one shard, in this process (what a Ray task runs)
@@ -81,7 +86,7 @@ def _backend_args(args) -> list[str]:
     out += ["--flip" if args.flip else "--no-flip", "--max-long-side", repr(args.max_long_side)]
     for opt, v in (("--model", args.model), ("--checkpoint", args.checkpoint),
                    ("--random-weights", args.random_weights), ("--device", args.device),
-                   ("--long-term-gap", args.long_term_gap)):  # fmt: skip
+                   ("--long-term-gap", args.long_term_gap), ("--engine", args.engine)):  # fmt: skip
         if v is not None:
             out += [opt, str(v)]
     out += ["--no-amp"] * bool(args.no_amp) + ["--trust-checkpoint"] * bool(args.trust_checkpoint)
@@ -233,6 +238,13 @@ def register(sub) -> None:
         help="frames between long-term memory entries (default: the model's, 5 for *l models)",
     )
     g.add_argument("--no-amp", action="store_true", help="float32 on CUDA (default: float16 AMP)")
+    g.add_argument(
+        "--engine",
+        choices=ENGINES,
+        help="engine code reproduced (contract section 5.6-5.7): published_aot_fork (default; "
+        "the published AOT engine: no id masked, long-term memory step reset at the "
+        "backward re-add) or aot_benchmark (aot-benchmark 75e46fe as written; deaot only)",
+    )
     f = p.add_argument_group("flow")
     f.add_argument(
         "--flow-preset",
