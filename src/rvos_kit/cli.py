@@ -31,7 +31,7 @@ VERB_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("fuse (vote)", ("stages.fusion",)),
     ("package", ("stages.pack",)),
     ("evaluate / audit", ("stages.evaluate.jf", "stages.evaluate.summary",
-                          "stages.evaluate.report", "stages.audit")),
+                          "stages.evaluate.report", "stages.audit", "pipeline.engine_audit")),
     ("pipeline (dvc.yaml, checks, images)", ("pipeline.dag", "pipeline.preflight",
                                              "pipeline.run")),
 )  # fmt: skip
