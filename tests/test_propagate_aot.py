@@ -302,3 +302,30 @@ def test_cuda_mixed_precision_matches_the_contract(tmp_path):
         assert a.keys() == b.keys()
         for rel, data in a.items():
             assert set(np.unique(decode_values(data, rel))) <= {0, 255}
+
+
+# --------------------------------------------------------------- shared encoder
+@pytest.mark.parametrize("name,model", [("aot", "aott"), ("deaot", "deaott")])
+def test_shared_encoder_is_exact_and_encodes_each_frame_view_once(tmp_path, name, model):
+    videos = {
+        "v1": {"size": (36, 52), "frames": 5,
+               "exps": {"0": (2, "true"), "1": (0, "true"), "2": (4, "true"), "3": (1, "empty")}},
+        "v2": {"size": (40, 56), "frames": 3, "exps": {"0": (1, "true"), "1": (2, "true")}},
+    }  # fmt: skip
+    make_dataset(tmp_path, videos)
+    views, runs = 6, {}
+    for share, budget in ((True, 4096.0), (False, 4096.0), (True, 0.0)):
+        backend = make_backend(name, model=model, random_seed=0, device="cpu",
+                               share_encoder=share, encoder_cache_mb=budget)  # fmt: skip
+        out = tmp_path / f"{share}-{budget}"
+        _run(tmp_path, out, backend)
+        runs[share, budget] = (tree_bytes(out), backend.encoder_calls)
+    shared, plain, no_room = runs[True, 4096.0], runs[False, 4096.0], runs[True, 0.0]
+    assert shared[0] == plain[0] == no_room[0]  # byte-identical masks
+    # shared: each (frame, view) of a video once, however many expressions
+    assert shared[1] == (5 + 3) * views
+    # not shared: per expression, its frames plus the reference once per pass
+    per_exp = [(5 - 1) + 2, (5 - 1) + 1, (5 - 1) + 1, (3 - 1) + 2, (3 - 1) + 1]
+    assert plain[1] == no_room[1] == sum(per_exp) * views
+    with pytest.raises(KitError, match="encoder-cache-mb"):
+        make_backend(name, model=model, random_seed=0, encoder_cache_mb=float("nan"))

@@ -150,6 +150,9 @@ class PropagationSection(Section):
     max_long_side: int = Field(1040, ge=1)
     # engine code reproduced (contract 5.6-5.7): aot stages only published_aot_fork
     engine: Literal["published_aot_fork", "aot_benchmark"] | None = None
+    # encoder features shared between a video's expressions (exact; docs/propagation.md)
+    share_encoder: bool = True
+    encoder_cache_mb: float = Field(4096.0, ge=0, allow_inf_nan=False)
 
     @field_validator("scales")
     @classmethod

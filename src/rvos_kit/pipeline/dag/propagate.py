@@ -35,6 +35,8 @@ def add(b: Builder, prop: str, node: str) -> None:
         args += ["--flip" if c.get("flip", True) else "--no-flip"]
         args += ["--max-long-side", c.get("max_long_side", 1040)]
         args += ["--engine", c.get("engine") or "published_aot_fork"]
+        if not c.get("share_encoder", True):
+            args += ["--no-share-encoder"]
         # runner.mode docker: the verb runs here and starts each shard's container
     b.stages[f"propagate_{prop}_{node}"] = {
         "cmd": q(args),

@@ -64,6 +64,19 @@ Forward, then backward, without restarting the engines (contract section 5.2)
       reference and every frame the forward pass stored), resets the short-term memory to
       the reference and keeps the position embedding and sizes.
 
+Shared encoder (``share_encoder``, default on; ``--no-share-encoder`` turns it off)
+    Every expression of a video sees the same frames at the same views, so the encoder's
+    output for (frame, view) -- ``encode_image``: the Swin-L features and the projected
+    last level -- is the same tensor for all of them. With sharing on, the backend keeps,
+    per video, the features it computed for one expression and hands them to the engines
+    of the next (``add_reference_frame`` / ``match_propogate_one_frame`` take
+    ``img_embs``, as the published ``AOTInferEngine`` already did between its inner
+    engines). Engines and memories stay per expression; only the encoder call is shared,
+    so the masks are byte-identical (tested). The features stay where they were made (the
+    device) while the cache holds at most ``encoder_cache_mb`` MiB (default 4096); beyond
+    that, further (frame, view) features are recomputed each time, as without sharing.
+    ``encoder_calls`` counts the encoder runs.
+
 Precision
     * On CUDA the whole propagation runs under ``torch.autocast`` float16, as
       ``tools/eval.py --amp`` did (``amp=False`` turns it off); on CPU always float32.
@@ -162,6 +175,8 @@ class AOTBackend:
         amp: bool = True,
         trust_checkpoint: bool = False,
         engine: str | None = None,
+        share_encoder: bool = True,
+        encoder_cache_mb: float = 4096.0,
     ):
         if backend not in MODELS:
             raise KitError(f"unknown network backend {backend!r}; use aot or deaot")
@@ -205,6 +220,14 @@ class AOTBackend:
         self.amp = bool(amp)
         self.trust_checkpoint = bool(trust_checkpoint)
         self.engine = engine
+        if not encoder_cache_mb >= 0 or not math.isfinite(encoder_cache_mb):
+            raise KitError(f"--encoder-cache-mb must be a number >= 0, got {encoder_cache_mb}")
+        self.share_encoder = bool(share_encoder)
+        self.cache_bytes = int(encoder_cache_mb * 2**20)
+        self._cache: dict = {}  # (frame, view) -> encoder features, for one video
+        self._cache_video = None
+        self._cache_used = 0
+        self.encoder_calls = 0
         self.model = None
         self.cfg = None
         self.device = None
@@ -345,6 +368,22 @@ class AOTBackend:
             bgr = frames.bgr(t)
             return [torch.from_numpy(view_image(bgr, size, flip)[None]) for flip, size in views]
 
+        if frames is not self._cache_video:  # a new video: features of the last one go
+            self._cache, self._cache_video, self._cache_used = {}, frames, 0
+
+        def encode(t, v, img):
+            """The encoder's features of frame t at view v: shared between the expressions
+            of the video while the cache has room (module docstring)."""
+            embs = self._cache.get((t, v)) if self.share_encoder else None
+            if embs is None:
+                embs = self.model.encode_image(img)
+                self.encoder_calls += 1
+                size = sum(x.numel() * x.element_size() for x in embs)
+                if self.share_encoder and self._cache_used + size <= self.cache_bytes:
+                    self._cache[t, v] = embs
+                    self._cache_used += size
+            return embs
+
         # Reference: the same tensors serve both passes.
         ref_imgs = [x.to(dev) for x in inputs(k)]
         label = ref.astype(np.uint8)
@@ -360,8 +399,9 @@ class AOTBackend:
         obj_nums = [int(self.model.max_obj_num) if fork else 1]
 
         def add_reference():
-            for engine, img, lab in zip(engines, ref_imgs, ref_labels, strict=True):
-                engine.add_reference_frame(img, lab, frame_step=0, obj_nums=obj_nums)
+            for v, (engine, img, lab) in enumerate(zip(engines, ref_imgs, ref_labels, strict=True)):
+                embs = encode(k, v, img)
+                engine.add_reference_frame(img, lab, frame_step=0, obj_nums=obj_nums, img_embs=embs)
                 if fork:  # published L248: the argument, not the running frame_step
                     engine.last_mem_step = 0
 
@@ -378,8 +418,9 @@ class AOTBackend:
             fetch(order.index(t) + 1)
             imgs = pending.pop(t).result()
             probs = []
-            for (flip, _), engine, img in zip(views, engines, imgs, strict=True):
-                engine.match_propogate_one_frame(img.to(dev, non_blocking=True))
+            for v, ((flip, _), engine, img) in enumerate(zip(views, engines, imgs, strict=True)):
+                embs = encode(t, v, img.to(dev, non_blocking=True))
+                engine.match_propogate_one_frame(img_embs=embs)
                 logit = engine.decode_current_logits((h, w))
                 if flip:
                     logit = flip_tensor(logit, 3)

@@ -60,6 +60,8 @@ def run(args) -> int:
             amp=not args.no_amp,
             trust_checkpoint=args.trust_checkpoint,
             engine=args.engine,
+            share_encoder=args.share_encoder,
+            encoder_cache_mb=args.encoder_cache_mb,
         )
         workers = args.workers or 2
     if args.videos is not None:  # one shard, in this process (what a Ray task runs)
@@ -90,6 +92,8 @@ def _backend_args(args) -> list[str]:
         if v is not None:
             out += [opt, str(v)]
     out += ["--no-amp"] * bool(args.no_amp) + ["--trust-checkpoint"] * bool(args.trust_checkpoint)
+    out += ["--share-encoder" if args.share_encoder else "--no-share-encoder"]
+    out += ["--encoder-cache-mb", repr(args.encoder_cache_mb)]
     return out
 
 
@@ -244,6 +248,20 @@ def register(sub) -> None:
         help="engine code reproduced (contract section 5.6-5.7): published_aot_fork (default; "
         "the published AOT engine: no id masked, long-term memory step reset at the "
         "backward re-add) or aot_benchmark (aot-benchmark 75e46fe as written; deaot only)",
+    )
+    g.add_argument(
+        "--share-encoder",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="encode each (frame, view) once per video and reuse it for every expression "
+        "(exact: the same masks, byte for byte; --no-share-encoder to check it yourself)",
+    )
+    g.add_argument(
+        "--encoder-cache-mb",
+        type=float,
+        default=4096.0,
+        help="memory (MiB, on the network's device) for the shared encoder features of one "
+        "video; beyond it features are recomputed (default 4096)",
     )
     f = p.add_argument_group("flow")
     f.add_argument(
