@@ -54,9 +54,9 @@ def probe_address(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     try:
         conn = socket.create_connection(hp, timeout=timeout)
     except OSError as e:
-        why = "no answer" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        why = f"no answer within {timeout:g} s" if isinstance(e, TimeoutError) else e.strerror
         raise KitError(
-            f"scale.address {address!r}: nothing answers there ({why} within {timeout:g} s); " + fix
+            f"scale.address {address!r}: nothing answers there ({why or e}); " + fix
         ) from None
     with conn:
         try:
