@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import types
@@ -236,3 +237,48 @@ def test_cli_shard_and_merge(fake, data, upstream, monkeypatch, capsys):
     assert main(["infer-merge", str(data.tmp / "c1"), "--meta", str(data.meta), "--out",
                  str(data.tmp / "m2")]) == 2  # fmt: skip
     assert "hold no video" in capsys.readouterr().err
+
+
+def test_merge_refuses_inconsistent_shards(fake, data, upstream):
+    """infer-merge of shards that overlap or hold junk: a video in a second shard's tree
+    with other PNGs (not in its scores.json), a stray file among the PNGs or beside the
+    trees, a truncated scores list. Each is refused naming the shard(s); nothing is
+    written."""
+    fake()
+    names = list(data.meta_dict["videos"])  # vid000 .. vid003
+    _run(data, upstream, data.tmp / "s1", videos=names[:2])
+    _run(data, upstream, data.tmp / "s2", videos=names[2:])
+    merge_shards([data.tmp / "s1", data.tmp / "s2"], data.meta, data.tmp / "good")
+
+    def overlap(s1, s2):  # s2 also holds vid000, with other masks
+        shutil.copytree(s1 / "Annotations" / "vid000", s2 / "Annotations" / "vid000")
+        png = s2 / "Annotations" / "vid000" / "0" / "00000.png"
+        png.write_bytes((s2 / "Annotations" / "vid002" / "0" / "00000.png").read_bytes())
+
+    def truncate(s1, s2):
+        scores = json.loads((s2 / "scores.json").read_text())
+        scores["vid002"]["1"] = scores["vid002"]["1"][:-1]
+        (s2 / "scores.json").write_text(json.dumps(scores))
+
+    def notes(s1, s2):
+        (s2 / "Annotations" / "vid002" / "0" / "notes.txt").write_text("x")
+
+    cases = {
+        "overlap": (overlap, r"video 'vid000' is in two shards, \S*/s1 .* and \S*/s2"),
+        "notes": (notes, r"shard \S*/s2 \(Annotations/\).* 1 not in meta .*vid002/0/notes.txt"),
+        "beside": (
+            lambda s1, s2: (s1 / "notes.txt").write_text("x"),
+            r"s1/notes.txt: not part of a model folder",
+        ),  # fmt: skip
+        "truncated": (truncate, r"s2/scores.json: vid002/1 holds 2 scores, not 3"),
+    }
+    for tag, (damage, needle) in cases.items():
+        s1, s2 = data.tmp / f"{tag}1", data.tmp / f"{tag}2"
+        shutil.copytree(data.tmp / "s1", s1)
+        shutil.copytree(data.tmp / "s2", s2)
+        damage(s1, s2)
+        out = data.tmp / f"out-{tag}"
+        needle = needle.replace("s1", f"{tag}1").replace("s2", f"{tag}2")
+        with pytest.raises(KitError, match=needle):
+            merge_shards([s1, s2], data.meta, out)
+        assert not out.exists() and not list(data.tmp.glob(f".out-{tag}*")), tag

@@ -216,8 +216,9 @@ def test_shard_command_native_and_docker():
     spec = {"argv": ["propagate", "--backend", "aot"], "videos": ["a", "b"], "gpus": 1,
             "key": "0123456789abcdef0123", "cwd": "/proj", "env": {}}  # fmt: skip
     argv, env = shard_command(spec, 1, Path("/o/.k.attempt-1"), ["1"], 42)
-    assert argv[1:] == ["-m", "rvos_kit", "propagate", "--backend", "aot", "--videos", "a,b",
-                        "--out", "/o/.k.attempt-1"]  # fmt: skip
+    # the videos as a JSON list: no id (commas included) can change it
+    assert argv[1:] == ["-m", "rvos_kit", "propagate", "--backend", "aot", "--videos-json",
+                        '["a", "b"]', "--out", "/o/.k.attempt-1"]  # fmt: skip
     assert env == {"CUDA_VISIBLE_DEVICES": "1", "RVOS_KIT_SHARD_PARENT": "42"}
 
     spec.update(image="rvos-kit/rvos:0.1.0", runner=Settings(base=Path("/proj")))
@@ -226,7 +227,8 @@ def test_shard_command_native_and_docker():
     assert argv[argv.index("--gpus") + 1] == "device=3"
     i = argv.index("rvos-kit/rvos:0.1.0")
     assert argv[i + 1 :] == ["python", "-m", "rvos_kit", "propagate", "--backend", "aot",
-                             "--videos", "a,b", "--out", "/proj/outputs/.k.attempt-2"]  # fmt: skip
+                             "--videos-json", '["a", "b"]', "--out",
+                             "/proj/outputs/.k.attempt-2"]  # fmt: skip
     assert "CUDA_VISIBLE_DEVICES" not in env  # docker maps the device; inside it is GPU 0
     with pytest.raises(ShardFailed, match="no GPU"):
         shard_command(spec, 1, Path("/w"), [], 42)

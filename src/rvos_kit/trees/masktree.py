@@ -149,6 +149,47 @@ def check_tree(root: str | os.PathLike, videos, exp_ids=None) -> None:
             expression_files(root, v, e)
 
 
+def tree_files(root: str | os.PathLike) -> set[str]:
+    """Every entry of a tree below ``root``, as relative POSIX paths: files (hidden ones
+    too) and folders that hold nothing (a symbolic link counts as a file, never followed)."""
+    root = Path(root)
+    found: set[str] = set()
+    for d, dirs, files in os.walk(root):
+        rel = Path(d).relative_to(root)
+        found.update((rel / f).as_posix() for f in files)
+        found.update((rel / x).as_posix() for x in dirs if os.path.islink(os.path.join(d, x)))
+        if not dirs and not files and d != str(root):
+            found.add(rel.as_posix() + "/")
+    return found
+
+
+def check_merged(root: str | os.PathLike, videos, what: str, exp_ids=None) -> None:
+    """The check every merge runs on its result before the commit: the tree ``root``
+    holds exactly ``<video>/<exp_id>/<frame>.png`` for every video of ``videos`` (a
+    :class:`~rvos_kit.trees.meta.Meta` or a list of its videos), every expression
+    (``exp_ids``: video name -> the expression ids it must hold; default all) and every
+    frame: nothing missing, nothing else (no other video, file, temp file or empty
+    folder). ``what`` names the merge in the error (e.g. the shards it joined)."""
+    want = {
+        f"{v.name}/{e}/{f}.png"
+        for v in videos
+        for e in (exp_ids.get(v.name, ()) if exp_ids is not None else v.exp_ids)
+        for f in v.frames
+    }
+    have = tree_files(root) if Path(root).is_dir() else set()
+    missing, extra = sorted(want - have), sorted(have - want)
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (first: {missing[0]})")
+        if extra:
+            parts.append(f"{len(extra)} not in meta (first: {extra[0]})")
+        raise KitError(
+            f"{what}: does not hold exactly the masks meta lists: {'; '.join(parts)}; "
+            "nothing was written"
+        )
+
+
 # ----------------------------------------------------------------------------- writing
 def write_mask(path: str | os.PathLike, mask: np.ndarray, encoder: str = "pil") -> None:
     atomic_write_bytes(path, encode_mask(mask, encoder))

@@ -12,6 +12,10 @@ through :class:`StagedTree`:
 - **One writer.** The mark doubles as a lock file: the run holds an exclusive
   ``flock`` on it from start to commit, so a second run on the same output fails at once
   naming the output (the kernel drops the lock when a process dies, even by SIGKILL).
+  Within one process the lock is re-entrant: a sharded stage holds it (:func:`held_output`)
+  from before its input checks until the merged tree is committed, and the merge's own
+  :class:`StagedTree` joins that hold instead of locking again (its shards write only
+  into ``.<name>.shards``, which only the holder creates or removes).
 - **Per-run staging.** The tree is built in ``.<name>.partial-<pid>`` and renamed into
   place on success; leftovers of killed runs are removed at the next start (under the
   lock, so never another live run's). Stages that resume (``resume=True``) use the fixed
@@ -20,6 +24,7 @@ through :class:`StagedTree`:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import glob
 import os
@@ -81,15 +86,28 @@ def check_replaceable(out_root: str | os.PathLike, flag: str = "--out") -> None:
             )
 
 
+# Locks this process holds: lock file -> [fd, depth] (an OutputLock is re-entrant in a process).
+_HELD: dict[str, list[int]] = {}
+
+
 class OutputLock:
-    """Exclusive, non-blocking lock on an output (held until :meth:`release` or exit)."""
+    """Exclusive, non-blocking lock on an output (held until :meth:`release` or exit).
+
+    Re-entrant within a process: acquiring a lock this process already holds joins that
+    hold (same descriptor); only the outermost :meth:`release` unlocks."""
 
     def __init__(self, out_root: str | os.PathLike, flag: str = "--out"):
         self.out_root, self.flag = Path(out_root), flag
         self.path = mark_path(out_root)
         self.fd: int | None = None
+        self._nested = False
 
     def acquire(self) -> None:
+        held = _HELD.get(str(self.path))
+        if held is not None and held[1] > 0:
+            held[1] += 1
+            self.fd, self._nested = held[0], True
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
             raise KitError(f"{self.path}: expected the kit's lock file; remove it")
@@ -110,6 +128,7 @@ class OutputLock:
                 same = False
             if same:
                 self.fd = fd
+                _HELD[str(self.path)] = [fd, 1]
                 return
             os.close(fd)
 
@@ -121,12 +140,33 @@ class OutputLock:
 
     def release(self) -> None:
         """Unlock; a lock file that marks nothing is removed (a run that locks it next
-        re-checks the inode it locked, see :meth:`acquire`)."""
-        if self.fd is not None:
+        re-checks the inode it locked, see :meth:`acquire`). A nested hold only leaves."""
+        if self.fd is not None and self._nested:
+            _HELD[str(self.path)][1] -= 1
+            self.fd, self._nested = None, False
+        elif self.fd is not None:
+            _HELD.pop(str(self.path), None)
             if os.fstat(self.fd).st_size == 0:
                 self.path.unlink(missing_ok=True)
             os.close(self.fd)
             self.fd = None
+
+
+@contextlib.contextmanager
+def held_output(out_root: str | os.PathLike, flag: str = "--out"):
+    """Hold the lock of output folder ``out_root`` for the ``with`` block, after the
+    checks of :func:`check_replaceable` (before and again under the lock). A verb that
+    works long before it writes (a sharded stage: its input checks, Ray, the shards)
+    takes it first, so that a second run on the same output fails at once; the
+    :class:`StagedTree` that finally commits joins the hold."""
+    check_replaceable(out_root, flag)
+    lock = OutputLock(out_root, flag)
+    lock.acquire()
+    try:
+        check_replaceable(out_root, flag)
+        yield lock
+    finally:
+        lock.release()
 
 
 class StagedTree:

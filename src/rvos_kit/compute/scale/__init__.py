@@ -22,7 +22,8 @@ Shards
 A shard's task
     Asks Ray for the stage's needs (``scale.needs.<kind>``: ``gpus`` and ``cpus``; GPU
     shards get ``num_gpus``, CPU shards ``num_cpus``), then runs the verb for its videos
-    in a child process (``python -m rvos_kit VERB ... --videos V1,V2 --out ATTEMPT``):
+    in a child process (``python -m rvos_kit VERB ... --videos-json JSON --out ATTEMPT``,
+    the videos as a JSON list, which no video id can break):
     natively with ``CUDA_VISIBLE_DEVICES`` set to the GPU(s) Ray assigned, or in docker
     mode (``runner.mode: docker``) as ``docker run --gpus device=ID ...`` in the stage's
     image. The child writes into its own attempt folder, which is renamed to the shard's
@@ -41,8 +42,15 @@ Resume
     inputs and settings). A re-run after an interrupt reuses a committed shard only when
     its key matches and all of its video folders are there, and runs the others from
     scratch (attempt folders are never reused). When every shard is committed, their
-    videos are moved into ``.<out>.partial`` and that is renamed to ``<out>`` (the
-    output appears atomically), then ``.<out>.shards`` is removed.
+    videos are moved into ``.<out>.partial-<pid>``, which is checked against meta (every
+    video, expression and frame; nothing else) and renamed to ``<out>`` (the output
+    appears atomically), then ``.<out>.shards`` is removed.
+
+One writer
+    The driver holds the output's lock (:func:`rvos_kit.trees.staging.held_output`) from
+    before its checks until the merge is committed, so a second run on the same output
+    fails at once; only the holder creates or removes ``.<out>.shards``, and the shards'
+    children write only there (each locks its own attempt folder).
 
 Progress
     One bar per stage over videos, advanced as any worker finishes a video (each task

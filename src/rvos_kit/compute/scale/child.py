@@ -1,4 +1,4 @@
-"""What a shard's child process (``python -m rvos_kit VERB ... --videos V1,V2``) calls:
+"""What a shard's child process (``python -m rvos_kit VERB ... --videos-json '["V1", ...]'``) calls:
 :func:`child_setup` first, :func:`video_done` after each complete video.
 
 Nothing here imports Ray; the child may run in a stage's image (docker mode), the

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ...errors import KitError
+from ...trees.staging import held_output
 from .child import FAULT_ENV, PRELOAD_ENV, SLOW_ENV
 from .plan import ScaleReport, Shard, ShardedStage, partition, shard_key
 from .session import cluster_slots, describe_resources, ray_session
@@ -95,10 +96,18 @@ def run_sharded(
     stage: ShardedStage, settings: ScaleSettings, progress: bool = True, env=None
 ) -> ScaleReport:
     """Run ``stage`` as shards on Ray and commit its output (see the package docstring)."""
-    from tqdm import tqdm
-
     t0 = time.monotonic()
     out = Path(stage.out)
+    # the output's lock, from before the first shard until the merge is committed: a
+    # second run on this output fails here at once (the verbs take it even earlier, and
+    # this joins their hold); only its holder creates or removes .<out>.shards
+    with held_output(out):
+        return _run_locked(stage, settings, progress, env, out, t0)
+
+
+def _run_locked(stage, settings, progress, env, out: Path, t0: float) -> ScaleReport:
+    from tqdm import tqdm
+
     shards_dir = out.parent / f".{out.name}.shards"
     needs = settings.needs_of(stage.kind)
     n_videos = len(stage.weights)

@@ -55,8 +55,10 @@ class ShardedStage:
     """What :func:`run_sharded` needs to know about a verb.
 
     ``argv(videos)``: the verb and its arguments for a shard, without ``--out`` (the task
-    adds ``--videos`` and ``--out ATTEMPT``). ``merge(shard_dirs, out)``: join the
-    committed shards, in shard order, into ``out``, atomically (e.g. :func:`tree_merge`).
+    adds ``--videos-json`` and ``--out ATTEMPT``). ``merge(shard_dirs, out)``: join the
+    committed shards, in shard order, into ``out``, atomically, after checking the
+    result against meta (e.g. :func:`tree_merge`); :func:`run_sharded` holds the output's
+    lock around it.
     ``complete(shard_dir, videos)``: whether a committed shard still holds its videos."""
 
     name: str  # for messages and the bar
@@ -109,15 +111,26 @@ class ScaleReport:
         )
 
 
-def tree_merge(shard_dirs: list[Path], out: Path) -> None:
+def tree_merge(shard_dirs: list[Path], out: Path, meta) -> None:
     """Merge for mask trees ``<video>/<exp>/<frame>.png``: every shard's video folders
-    are moved (renamed) into ``.<out>.partial``, which then replaces ``out``."""
-    from ...trees.masktree import StagedTree
+    are moved (renamed) into ``.<out>.partial-<pid>``, which is checked against ``meta``
+    (:func:`~rvos_kit.trees.masktree.check_merged`: every video, expression and frame,
+    nothing else) and then replaces ``out``. A video in two shards is an error."""
+    from ...errors import KitError
+    from ...trees.masktree import StagedTree, check_merged
 
+    owner: dict[str, Path] = {}
     with StagedTree(out) as staged:
         for d in shard_dirs:
             for v in sorted(p.name for p in d.iterdir()):
+                if v in owner:
+                    raise KitError(
+                        f"{out}: video {v!r} is in two shards, {owner[v]} and {d}; nothing "
+                        "was written"
+                    )
+                owner[v] = d
                 os.rename(d / v, staged.path / v)
+        check_merged(staged.path, meta, f"{out}: the merge of {len(shard_dirs)} shard(s)")
 
 
 def tree_complete(shard_dir: Path, videos: list[str]) -> bool:

@@ -14,6 +14,7 @@ workers (it is, as ``rvos_kit.compute.scale.task``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -63,7 +64,9 @@ def shard_command(
     """(argv, extra environment) of a shard's child: the verb for the shard's videos into
     ``work``; natively with ``CUDA_VISIBLE_DEVICES`` = the GPUs Ray assigned, or in docker
     mode ``docker run --gpus "device=ID" --name ...`` in the stage's image."""
-    verb_args = [*spec["argv"], "--videos", ",".join(spec["videos"]), "--out", str(work)]
+    # a JSON list: no video id (commas, spaces, any character) can change the list
+    videos = json.dumps(list(spec["videos"]))
+    verb_args = [*spec["argv"], "--videos-json", videos, "--out", str(work)]
     env = {PARENT_ENV: str(worker_pid), **(spec.get("env") or {})}
     if spec["gpus"] and not gpu_ids:
         raise ShardFailed("Ray assigned no GPU to a GPU shard")

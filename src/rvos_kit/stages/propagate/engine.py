@@ -12,7 +12,14 @@ from tqdm import tqdm
 
 from ...compute import pool
 from ...errors import KitError
-from ...trees.masktree import StagedTree, check_tree, copy_file_atomic, read_mask, write_mask
+from ...trees.masktree import (
+    StagedTree,
+    check_merged,
+    check_tree,
+    copy_file_atomic,
+    read_mask,
+    write_mask,
+)
 from ...trees.meta import Meta, load_meta
 from ...trees.sidefiles import read_key_frames
 from .frames import VideoFrames, check_images
@@ -179,6 +186,7 @@ def propagate(
             )
             with bar:
                 propagated, copied, written = _run_jobs(full, parallel, workers, bar, on_video)
+            check_merged(staged.path, meta, f"propagate --out {out}")  # before the commit
     except KitError:
         record_path.unlink(missing_ok=True)
         raise

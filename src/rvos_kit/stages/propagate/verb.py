@@ -9,9 +9,10 @@ import argparse
 import os
 from pathlib import Path
 
-from ...argtypes import positive_int
+from ...argtypes import add_video_selection, positive_int
 from ...errors import KitError
 from ...trees.meta import load_meta
+from ...trees.staging import held_output
 from .aot_model import ENGINES
 from .engine import BACKENDS, check_inputs, make_backend, propagate, select_videos
 from .resume import resume_key, shared_key
@@ -33,6 +34,13 @@ def _scales(text: str) -> tuple[float, ...]:
 
 
 def run(args) -> int:
+    # the output's lock from the start (a second run on --out fails at once) to the
+    # commit, sharded or not (rvos_kit.trees.staging: the commit joins this hold)
+    with held_output(args.out):
+        return _run(args)
+
+
+def _run(args) -> int:
     if args.backend == "flow":
         if (
             args.checkpoint
@@ -137,7 +145,7 @@ def _run_sharded(args, backend) -> int:
             ),
         },  # fmt: skip
         argv=lambda videos: list(base),
-        merge=scale.tree_merge,
+        merge=lambda dirs, o: scale.tree_merge(dirs, o, meta),
         complete=scale.tree_complete,
         image=image,
         runner=runner,
@@ -188,12 +196,7 @@ def register(sub) -> None:
     from ...compute.scale import add_arguments
 
     add_arguments(p)
-    p.add_argument(
-        "--videos",
-        type=lambda t: [v for v in t.split(",") if v],
-        metavar="V1,V2",
-        help="only these videos, in this process, without Ray (what each shard runs)",
-    )
+    add_video_selection(p, "only these videos, in this process, without Ray (what each shard runs)")
     g = p.add_argument_group("aot / deaot")
     g.add_argument(
         "--model",

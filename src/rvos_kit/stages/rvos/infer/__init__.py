@@ -63,15 +63,21 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def _videos(args) -> list[str] | None:
-    if args.videos is None:
-        return None
-    return [v for v in args.videos.split(",") if v]
+    return args.videos  # --videos or --videos-json (rvos_kit.argtypes.add_video_selection)
 
 
 def run_infer(args) -> int:
     """One shard (``--videos``, ``--shard``), or a whole stage where there is no Ray (in an
     image, where ``rvos-kit run`` starts it), in this process; else the whole stage as
-    shards on Ray (:func:`_run_sharded`)."""
+    shards on Ray (:func:`_run_sharded`). Either way the output's lock is held from the
+    start to the commit: a second run on the same ``--out`` fails at once."""
+    from ....trees.staging import held_output
+
+    with held_output(args.out):
+        return _run_infer(args)
+
+
+def _run_infer(args) -> int:
     import importlib.util
     import os
 
@@ -167,13 +173,18 @@ def _run_sharded(args) -> int:
 
 
 def run_merge(args) -> int:
-    r = merge_shards(args.shards, args.meta, args.out, _videos(args))
+    from ....trees.staging import held_output
+
+    with held_output(args.out):
+        r = merge_shards(args.shards, args.meta, args.out, _videos(args))
     n, videos = r["shards"], r["videos"]
     print(f"merged {n} shard folders ({videos} videos, {r['files']} PNGs) -> {args.out}")
     return 0
 
 
 def register(sub) -> None:
+    from ....argtypes import add_video_selection
+
     p = sub.add_parser(
         "infer",
         help="run a model's published inference code (pinned, unmodified) into a model folder",
@@ -199,7 +210,7 @@ def register(sub) -> None:
     )
     p.add_argument("--out", required=True, help="model folder to write (Annotations/, scores.json)")
     p.add_argument("--device", choices=DEVICES, default="cuda")
-    p.add_argument("--videos", metavar="V1,V2", help="only these videos (comma-separated)")
+    add_video_selection(p, "only these videos")
     p.add_argument(
         "--shard", type=_shard, metavar="I/N", help="only part I of N (contiguous, meta order)"
     )
@@ -232,7 +243,5 @@ def register(sub) -> None:
     m.add_argument("shards", nargs="+", metavar="SHARD_DIR")
     m.add_argument("--meta", required=True)
     m.add_argument("--out", required=True)
-    m.add_argument(
-        "--videos", metavar="V1,V2", help="the videos the shards cover (default: all of meta)"
-    )
+    add_video_selection(m, "the videos the shards cover (default: all of meta)")
     m.set_defaults(func=run_merge)

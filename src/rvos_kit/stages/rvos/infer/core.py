@@ -18,6 +18,7 @@ an interrupted run never leaves a half-written model folder.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import shutil
 import sys
@@ -26,9 +27,9 @@ from pathlib import Path
 
 from ....errors import KitError
 from ....trees.jsonfiles import read_json, write_json
-from ....trees.masktree import StagedTree, check_tree, copy_file_atomic
+from ....trees.masktree import StagedTree, check_merged, check_tree, copy_file_atomic
 from ....trees.meta import Meta, Video, parse_meta
-from ..dumps import _load_dump, _PageReleaser, plan_dumps, write_videos
+from ..dumps import _load_dump, _PageReleaser, odd_expressions, plan_dumps, write_videos
 
 # model -> (driver module under rvos_kit.stages.rvos.infer, kind of its dump)
 MODELS: dict[str, tuple[str, str]] = {
@@ -223,7 +224,7 @@ class ModelWriter:
                 f"{len(self.videos)} videos (first: {missing[0]!r})"
             )
         shutil.rmtree(self.work)
-        check_tree(self.ann, self.videos)
+        check_merged(self.ann, self.videos, f"infer -> {self.out_dir} (Annotations/)")
         for name in self.trees:
             check_tree(self.stage.path / name, self.videos)
         ordered = {v.name: self.scores[v.name] for v in self.videos}
@@ -308,26 +309,100 @@ def infer_videos(
     return {"videos": len(chosen), "masks": n, "verified": verified}
 
 
+def _shard_scores(d: Path, byname: dict[str, Video]) -> dict:
+    """A shard's ``scores.json``, checked: ``{video of meta: {every exp_id of it: one
+    finite score per frame}}``."""
+    path = d / "scores.json"
+    s = read_json(path, "shard scores.json")
+    if not isinstance(s, dict):
+        raise KitError(f"{path}: not {{video: {{exp_id: [scores]}}}}")
+    for vid, per in s.items():
+        v = byname.get(vid)
+        if v is None:
+            raise KitError(f"{path}: video {vid!r} is not in meta")
+        if not isinstance(per, dict) or set(per) != set(v.exp_ids):
+            got = sorted(per) if isinstance(per, dict) else type(per).__name__
+            raise KitError(
+                f"{path}: {vid} has expressions {got}, meta lists {list(v.exp_ids)}; "
+                "re-run that shard"
+            )
+        for e, vals in per.items():
+            ok = isinstance(vals, list) and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                for x in vals
+            )
+            if not ok or len(vals) != len(v.frames):
+                n = len(vals) if isinstance(vals, list) else type(vals).__name__
+                raise KitError(
+                    f"{path}: {vid}/{e} holds {n} scores, not {len(v.frames)} finite numbers "
+                    "(one per frame meta lists); the shard is truncated or damaged: re-run it"
+                )
+    return s
+
+
+def _tree_expressions(name: str, videos: list[Video]) -> dict[str, list[str]] | None:
+    """What tree ``name`` of a model folder holds per video (None: every expression)."""
+    if name != "Annotations_sigmoid_odd":
+        return None
+    odd = odd_expressions(Meta(tuple(videos)))
+    return {v.name: [e for e in v.exp_ids if (v.name, e) in odd] for v in videos}
+
+
+def _check_shard(d: Path, mine: list[Video], trees: set[str], owner: dict, dirs: list):
+    """A shard's trees hold exactly the videos its scores.json lists (a copy of another
+    shard's video names both shards), and exactly their masks."""
+    names = {v.name for v in mine}
+    for name in sorted(trees):
+        root = d / name
+        for vid in sorted(set(os.listdir(root)) - names):
+            if vid in owner:
+                raise KitError(
+                    f"{root / vid}: video {vid!r} is in two shards, {dirs[owner[vid]]} "
+                    f"(whose scores.json lists it) and {d}; pass shards of disjoint videos"
+                )
+            raise KitError(
+                f"{root / vid}: not a video of this shard (its scores.json does not list "
+                f"{vid!r}); remove it or re-run the shard"
+            )
+        check_merged(root, mine, f"shard {d} ({name}/)", _tree_expressions(name, mine))
+
+
 def merge_shards(shard_dirs, meta, out_dir, videos: list[str] | None = None) -> dict:
     """Join model folders written for disjoint subsets of videos into one model folder
     for ``videos`` (default: every video of ``meta``): trees are unioned file by file,
-    ``scores.json`` is rewritten in meta order. Byte-identical to one run over them all."""
+    ``scores.json`` is rewritten in meta order. Byte-identical to one run over them all.
+
+    Each shard is checked first: only model-folder entries, a ``scores.json`` with one
+    finite score per frame of every expression of its videos, trees that hold exactly
+    those videos' masks; a video in two shards is an error naming both. The merged folder
+    is checked against meta before the commit
+    (:func:`~rvos_kit.trees.masktree.check_merged`)."""
     meta_obj, _ = load_meta_file(Path(meta))
     want = select_videos(meta_obj, videos)
+    byname = {v.name: v for v in meta_obj}
     dirs = [Path(d) for d in shard_dirs]
     owner: dict[str, int] = {}
     scores: dict[str, dict] = {}
     trees: set[str] | None = None
     for i, d in enumerate(dirs):
-        s = read_json(d / "scores.json", "shard scores.json")
-        if not isinstance(s, dict):
-            raise KitError(f"{d / 'scores.json'}: not {{video: {{exp_id: [scores]}}}}")
+        if not d.is_dir():
+            raise KitError(f"{d}: shard folder not found")
+        junk = sorted(set(os.listdir(d)) - _MODEL_DIR_ENTRIES)
+        if junk:
+            raise KitError(
+                f"{d / junk[0]}: not part of a model folder (a shard holds only "
+                f"{', '.join(sorted(_MODEL_DIR_ENTRIES))}); remove it or pass the right shard"
+            )
+        s = _shard_scores(d, byname)
         for vid in s:
             if vid in owner:
                 raise KitError(f"{d}: video {vid!r} is also in shard {dirs[owner[vid]]}")
             owner[vid] = i
         scores.update(s)
-        names = {p.name for p in d.iterdir() if p.is_dir() and p.name.startswith("Annotations")}
+        names = {p.name for p in d.iterdir() if p.name.startswith("Annotations")}
+        for n in names:
+            if not (d / n).is_dir() or (d / n).is_symlink():
+                raise KitError(f"{d / n}: not a folder")
         if trees is None:
             trees = names
         elif names != trees:
@@ -339,6 +414,9 @@ def merge_shards(shard_dirs, meta, out_dir, videos: list[str] | None = None) -> 
     missing = [v.name for v in want if v.name not in owner]
     if missing:
         raise KitError(f"the shards hold no video {missing[0]!r} ({len(missing)} missing)")
+    for i, d in enumerate(dirs):
+        mine = [v for v in want if owner[v.name] == i]
+        _check_shard(d, mine, trees or set(), owner, dirs)
     _check_out(Path(out_dir))
     n = 0
     with StagedTree(Path(out_dir)) as st:
@@ -353,7 +431,7 @@ def merge_shards(shard_dirs, meta, out_dir, videos: list[str] | None = None) -> 
                     for f in sorted(os.listdir(src / e)):
                         copy_file_atomic(src / e / f, st.path / name / v.name / e / f)
                         n += 1
-            if name != "Annotations_sigmoid_odd":
-                check_tree(st.path / name, want)
+            where = f"infer-merge -> {out_dir} ({name}/)"
+            check_merged(st.path / name, want, where, _tree_expressions(name, want))
         write_json(st.path / "scores.json", {v.name: scores[v.name] for v in want})
     return {"videos": len(want), "files": n, "shards": len(dirs)}
