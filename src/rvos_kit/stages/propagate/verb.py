@@ -32,6 +32,8 @@ def _scales(text: str) -> tuple[float, ...]:
 
 
 def run(args) -> int:
+    if args.checkpoint_sha256 is not None and args.checkpoint is None:
+        raise KitError("--checkpoint-sha256 pins a --checkpoint file: give both")
     if args.backend == "flow":
         if (
             args.checkpoint
@@ -49,6 +51,7 @@ def run(args) -> int:
             checkpoint=args.checkpoint,
             random_seed=args.random_weights,
             device=args.device,
+            checkpoint_sha256=args.checkpoint_sha256,
             scales=args.scales,
             flip=args.flip,
             max_long_side=args.max_long_side if args.max_long_side > 0 else None,
@@ -85,6 +88,8 @@ def _backend_args(args) -> list[str]:
         if v is not None:
             out += [opt, str(v)]
     out += ["--no-amp"] * bool(args.no_amp) + ["--trust-checkpoint"] * bool(args.trust_checkpoint)
+    if args.checkpoint_sha256 is not None:
+        out += ["--checkpoint-sha256", args.checkpoint_sha256]
     return out
 
 
@@ -198,6 +203,13 @@ def register(sub) -> None:
         action="store_true",
         help="unpickle a checkpoint that holds Python objects besides tensors (only for "
         "files from a trusted source; default: tensors only)",
+    )
+    g.add_argument(
+        "--checkpoint-sha256",
+        metavar="HEX",
+        help="the checkpoint's pinned sha256 (the pipeline passes checkpoints.lock's): "
+        "checked before loading; where torch has no weights_only (< 1.13) only a pinned or "
+        "trusted checkpoint is loaded",
     )
     g.add_argument(
         "--random-weights",
