@@ -120,3 +120,17 @@ def test_the_pipeline_passes_the_lock_pin(tmp_path):
     assert aot and all(c[c.index("--checkpoint-sha256") + 1] == pin for c in aot)
     deaot = [c for c in got.values() if "swinl_deaotl" in c]
     assert deaot and not any("--checkpoint-sha256" in c for c in deaot)
+
+
+def test_every_shard_gets_the_pin():
+    """The sharded stage starts one child per shard with the backend's options: the pin
+    goes with them (the child is where the checkpoint is loaded)."""
+    from rvos_kit.cli import build_parser
+    from rvos_kit.stages.propagate.verb import _backend_args
+
+    base = ["propagate", "--images", "i", "--annotations", "a", "--keyframes", "k",
+            "--meta", "m", "--out", "o", "--backend", "aot", "--checkpoint", "c.pth"]  # fmt: skip
+    args = build_parser().parse_args([*base, "--checkpoint-sha256", "ab" * 32])
+    got = _backend_args(args)
+    assert got[got.index("--checkpoint-sha256") + 1] == "ab" * 32
+    assert "--checkpoint-sha256" not in _backend_args(build_parser().parse_args(base))
