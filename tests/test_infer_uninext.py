@@ -175,6 +175,9 @@ assert args[0].endswith("projects/UNINEXT/train_net.py"), args
 assert args[1:7] == ["--num-gpus", "1", "--eval-only", "--uni", "1", "--config-file"], args
 opts = dict(zip(args[8::2], args[9::2]))
 assert opts["DATASETS.TEST"] == '("rvos-refytb-val",)' and opts["SEED"] == "42"
+# bytecode only under the kit's work folder: no __pycache__ of the checked tree is read
+work = os.path.dirname(os.environ["STAND_IN_DATASET"])
+assert (sys.pycache_prefix or "").startswith(work + os.sep), sys.pycache_prefix
 os.makedirs(opts["OUTPUT_DIR"])
 doc = json.load(open(os.path.join(os.environ["STAND_IN_DATASET"], "test.json")))
 out = {}

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import KitError
+from .runguard import check_images, check_mounts, image_ref_error
 
 MODES = ("native", "docker")
 
@@ -76,6 +77,7 @@ class Settings:
     network: str | None = "none"
     outputs: str = "outputs"
     ro_paths: tuple = ("checkpoints",)  # relative to base; mounted read-only if present
+    allow_mounts_outside_project: bool = False  # compute/runguard.py
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,10 @@ def load_settings(params: str | os.PathLike | None) -> Settings:
     if mode not in MODES:
         raise KitError(f"{where}: runner.mode {mode!r} is not one of {', '.join(MODES)}")
     images = _str_map(r.get("images", DEFAULT_IMAGES), "images", where)
+    check_images(images, where)
+    allow = r.get("allow_mounts_outside_project", False)
+    if not isinstance(allow, bool):
+        raise KitError(f"{where}: runner.allow_mounts_outside_project must be true or false")
     stages = _str_map(r.get("stages", DEFAULT_STAGES), "stages", where)
     for stage, key in stages.items():
         if key not in images:
@@ -169,6 +175,7 @@ def load_settings(params: str | os.PathLike | None) -> Settings:
         network=_opt_str(r.get("network", "none")),
         outputs=outputs,
         ro_paths=tuple(x for x in ro if isinstance(x, str) and x),
+        allow_mounts_outside_project=allow,
     )
 
 
@@ -250,21 +257,27 @@ def plan_mounts(
     Read-only: the working folder, the params folder, the kit source, ``paths.checkpoints``
     and ``data.*`` when they exist, and every existing path among ``args`` that lies
     outside those. Read-write: ``paths.outputs`` (created here if missing: Docker would
-    otherwise create it as root)."""
+    otherwise create it as root). Checked by :func:`rvos_kit.compute.runguard.check_mounts`
+    (no ``/``, home or folder above the project; read-write only inside the outputs)."""
     outputs = (settings.base / settings.outputs).resolve()
     rw = [outputs]
+    src = {str(outputs): f"paths.outputs {settings.outputs!r}"}
     ro = [cwd.resolve(), settings.base.resolve()]
+    src.setdefault(str(ro[0]), "the working folder")
+    src.setdefault(str(ro[1]), "the folder of the params file")
     if kit_src is not None:
         ro.append(kit_src.resolve())
     for rel in settings.ro_paths:
         p = settings.base / rel
         if p.exists():
             ro.append(p.resolve())
+            src.setdefault(str(ro[-1]), f"{rel!r} of the params file")
     for a in _path_candidates(args):
         p = cwd / a
         try:
             if p.exists():
                 ro.append(p.resolve())
+                src.setdefault(str(ro[-1]), f"argument {a!r}")
         except OSError:  # a name too long to be a path, say
             continue
     if verb == "infer":
@@ -277,6 +290,10 @@ def plan_mounts(
         kept.append(p)
     mounts = [Mount(str(p), "ro") for p in kept] + mounts
     mounts += [Mount(h, mode, target) for h, target, mode in extra]
+    for h, target, _ in extra:
+        src.setdefault(h, f"the folder the published code reads or writes as {target}")
+    check_mounts(mounts, project=settings.base, outputs=outputs, where=settings.where,
+                 allow=settings.allow_mounts_outside_project, sources=src)  # fmt: skip
     for m in mounts:
         if ":" in m.path or "," in m.path:
             raise KitError(
@@ -300,6 +317,9 @@ def docker_argv(
     docker: str = "docker",
 ) -> list[str]:
     """The ``docker run`` command line. Pure: same inputs, same list."""
+    why = image_ref_error(image)
+    if why is not None:  # load_settings checked runner.images; this is the last gate
+        raise KitError(f"image {image!r} is not a Docker image reference ({why})")
     argv = [docker, "run", "--rm", "--init", "--pull", "never"]
     if gpus:
         # Docker parses --gpus as CSV: a device list must be quoted to keep its commas.

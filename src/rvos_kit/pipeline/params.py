@@ -105,6 +105,19 @@ class RunnerSection(Section):
     stages: dict[str, str] | None = None
     shm_size: str | None = None
     network: str | None = None
+    allow_mounts_outside_project: bool = False  # compute/runguard.py
+
+    @field_validator("images")
+    @classmethod
+    def _references(cls, v):
+        from ..compute.runguard import image_ref_error
+
+        for key, ref in (v or {}).items():
+            why = image_ref_error(ref)
+            if why is not None:
+                raise ValueError(f"runner.images.{key}: {ref!r} is not a Docker image "
+                                 f"reference ({why})")  # fmt: skip
+        return v
 
 
 class InferSection(Section):

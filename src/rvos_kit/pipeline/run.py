@@ -48,6 +48,9 @@ params.yaml keys read (defaults when absent)::
                        infer_vit_huge, infer_convnext -> uninext
     runner.shm_size    8g                PyTorch DataLoader workers need shared memory
     runner.network     none              none | bridge | host
+    runner.allow_mounts_outside_project
+                       false             true: / , home or a folder above the project may
+                                         be mounted (read-write stays outputs-only)
     paths.outputs      outputs           mounted read-write
     paths.checkpoints  checkpoints       mounted read-only when it exists
     data.root / data.* (meta, images, gt): mounted read-only when they exist

@@ -4,6 +4,8 @@ propagated tree when the node itself is ``source: released``."""
 
 from __future__ import annotations
 
+import os
+
 from .context import Builder, q
 
 # The module(s) each verb emitted here runs (collected in :data:`rvos_kit.pipeline.dag.CODE`).
@@ -11,6 +13,18 @@ CODE = {
     "propagate": ["stages/propagate", "trees/masktree.py", "trees/pngcodec.py",
                   "trees/_unfilter.c", "trees/sidefiles.py", "compute/scale"],
 }  # fmt: skip
+
+
+def _lock_sha256(b: Builder, checkpoint: str) -> str | None:
+    """The sha256 ``paths.lock`` records for the file at ``checkpoint``, if any."""
+    paths = b.p["paths"]
+    if not (b.base / paths.get("lock", "checkpoints.lock")).is_file():
+        return None
+    dest, want = paths.get("downloads", "."), os.path.normpath(checkpoint)
+    for a in b.lock().artifacts:
+        if os.path.normpath(os.path.join(dest, a.path)) == want:
+            return a.sha256
+    return None
 
 
 def add(b: Builder, prop: str, node: str) -> None:
@@ -31,6 +45,9 @@ def add(b: Builder, prop: str, node: str) -> None:
         if c.get("checkpoint"):
             args += ["--checkpoint", c["checkpoint"]]
             deps.append(c["checkpoint"])
+            pin = _lock_sha256(b, c["checkpoint"])
+            if pin:  # loaded only if its bytes match (and where torch lacks weights_only)
+                args += ["--checkpoint-sha256", pin]
         args += ["--scales", ",".join(str(s) for s in c.get("scales", [0.8, 1.0, 1.2]))]
         args += ["--flip" if c.get("flip", True) else "--no-flip"]
         args += ["--max-long-side", c.get("max_long_side", 1040)]

@@ -103,6 +103,7 @@ from .aot_model import (  # noqa: F401 (AOT_MODELS .. load_checkpoint: importabl
     ENGINES,
     MODELS,
     SWIN_L,
+    CheckpointTrust,
     build_network,
     checkpoint_state_dict,
     load_checkpoint,
@@ -112,6 +113,7 @@ from .aot_model import (  # noqa: F401 (AOT_MODELS .. load_checkpoint: importabl
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 MAX_STRIDE = 16
+HEX = "0123456789abcdefABCDEF"
 
 
 # ------------------------------------------------------------------------------- views
@@ -157,6 +159,16 @@ def view_image(bgr: np.ndarray, size, flip: bool) -> np.ndarray:
     return np.ascontiguousarray(img.transpose((2, 0, 1)))
 
 
+def _sha256_pin(value: str | None, checkpoint) -> str | None:
+    if value is None:
+        return None
+    if checkpoint is None:
+        raise KitError("--checkpoint-sha256 applies to a --checkpoint file")
+    if not isinstance(value, str) or len(value) != 64 or set(value) - set(HEX):
+        raise KitError(f"--checkpoint-sha256 {value!r}: not 64 hex digits")
+    return value.lower()
+
+
 # ------------------------------------------------------------------------------ backend
 class AOTBackend:
     """AOT / DeAOT propagation with test-time augmentation (module docstring)."""
@@ -168,6 +180,7 @@ class AOTBackend:
         checkpoint: str | os.PathLike | None = None,
         random_seed: int | None = None,
         device: str | None = None,
+        checkpoint_sha256: str | None = None,
         scales=(0.8, 1.0, 1.2),
         flip: bool = True,
         max_long_side: float | None = 1040.0,
@@ -211,6 +224,7 @@ class AOTBackend:
         self.name = backend
         self.model_name = model
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.checkpoint_sha256 = _sha256_pin(checkpoint_sha256, checkpoint)
         self.random_seed = random_seed
         self.device_name = device
         self.scales = scales
@@ -233,6 +247,8 @@ class AOTBackend:
         self.device = None
         self.engines_built = 0  # every view of every expression builds one engine
         self.last_engines = []  # the engines of the last expression (for inspection)
+        if self.checkpoint_sha256 is not None:  # load_checkpoint's trust: flag and pin
+            self.trust_checkpoint = CheckpointTrust(bool(trust_checkpoint), self.checkpoint_sha256)
 
     # -------------------------------------------------------------------- set-up
     @property

@@ -35,17 +35,21 @@ Model and configuration
       initial values for missing ones; a refusal is safer than a silently half-loaded
       network.) ``torch.load(weights_only=True)``
       where this PyTorch has it (1.13 and later): a file holding other Python objects is
-      refused unless ``trust_checkpoint`` (``--trust-checkpoint``).
+      refused unless ``trust_checkpoint`` (``--trust-checkpoint``). Where it has not
+      (the rvos image's 1.11), only a sha256-pinned file (``--checkpoint-sha256``) or a
+      trusted one is loaded (:func:`_torch_load`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import inspect
 import io
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import KitError
@@ -180,25 +184,55 @@ def build_network(name: str, seed: int | None = None):
     return model, cfg
 
 
-def _torch_load(path: Path, trust: bool = False):
+@dataclass(frozen=True)
+class CheckpointTrust:
+    """What loading a checkpoint may do: ``unpickle`` everything (``--trust-checkpoint``);
+    ``sha256``: the hash its bytes must have (``--checkpoint-sha256``, the pin of
+    ``checkpoints.lock``). The ``trust`` argument of :func:`load_checkpoint` is one of
+    these or a plain bool (= ``unpickle``)."""
+
+    unpickle: bool = False
+    sha256: str | None = None
+
+
+def _torch_load(path: Path, trust: bool | CheckpointTrust = False):
     """``torch.load`` on the CPU, restricted to tensors and plain containers
-    (``weights_only=True``) where this PyTorch has that option, unless ``trust``."""
+    (``weights_only=True``) where this PyTorch has that option, unless ``trust`` says
+    ``unpickle``. Where it has not (torch < 1.13: the rvos image's 1.11), loading unpickles
+    in full, and a pickle can run code: only a file whose bytes match its ``sha256`` pin,
+    or one the user trusts, is loaded. A given pin is checked in every case, on the same
+    open file that is then loaded."""
     import torch
 
+    if not isinstance(trust, CheckpointTrust):
+        trust = CheckpointTrust(unpickle=bool(trust))
     kwargs = {"map_location": "cpu"}
     safe = "weights_only" in inspect.signature(torch.load).parameters
     if safe:
-        kwargs["weights_only"] = not trust
+        kwargs["weights_only"] = not trust.unpickle
+    elif not trust.unpickle and trust.sha256 is None:
+        raise KitError(
+            f"{path}: PyTorch {torch.__version__} has no torch.load(weights_only=...), so "
+            "loading would unpickle the whole file, and a checkpoint can run code that way; "
+            "this one is not sha256-pinned. Pin it (its sha256 in checkpoints.lock: `rvos-kit "
+            "fetch NAME --record`, which the pipeline passes as --checkpoint-sha256), or pass "
+            "--trust-checkpoint if you trust the file"
+        )
     try:
-        return torch.load(str(path), **kwargs)
+        with open(path, "rb") as f:
+            if trust.sha256 is not None:
+                _check_sha256(f, path, trust.sha256)
+            return torch.load(f, **kwargs)
     except FileNotFoundError:
         raise KitError(f"{path}: checkpoint not found") from None
     except IsADirectoryError:
         raise KitError(f"{path}: is a folder; pass the checkpoint .pth file") from None
+    except KitError:
+        raise
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
         text = str(e)
         unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        if safe and not trust and unsafe:
+        if safe and not trust.unpickle and unsafe:
             raise KitError(
                 f"{path}: holds Python objects besides tensors ({unsafe.group(1)}), which are "
                 "not unpickled for safety; if you trust the file, pass --trust-checkpoint"
@@ -211,6 +245,19 @@ def _torch_load(path: Path, trust: bool = False):
             f"{path}: not a readable PyTorch checkpoint ({first[:160]}); the file is "
             "corrupt or truncated: download it again"
         ) from None
+
+
+def _check_sha256(f, path: Path, want: str) -> None:
+    h = hashlib.sha256()
+    while block := f.read(1 << 20):
+        h.update(block)
+    if h.hexdigest() != want.lower():
+        raise KitError(
+            f"{path}: sha256 {h.hexdigest()}, but it is pinned as {want.lower()} "
+            "(--checkpoint-sha256, from checkpoints.lock): not the file the lock records; "
+            "`rvos-kit verify` checks every download, `rvos-kit fetch` gets it again"
+        )
+    f.seek(0)
 
 
 def _is_tensor_dict(obj) -> bool:

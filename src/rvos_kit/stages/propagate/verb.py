@@ -41,6 +41,8 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    if args.checkpoint_sha256 is not None and args.checkpoint is None:
+        raise KitError("--checkpoint-sha256 pins a --checkpoint file: give both")
     if args.backend == "flow":
         if (
             args.checkpoint
@@ -61,6 +63,7 @@ def _run(args) -> int:
             checkpoint=args.checkpoint,
             random_seed=args.random_weights,
             device=args.device,
+            checkpoint_sha256=args.checkpoint_sha256,
             scales=args.scales,
             flip=args.flip,
             max_long_side=args.max_long_side if args.max_long_side > 0 else None,
@@ -102,6 +105,8 @@ def _backend_args(args) -> list[str]:
     out += ["--no-amp"] * bool(args.no_amp) + ["--trust-checkpoint"] * bool(args.trust_checkpoint)
     out += ["--share-encoder" if args.share_encoder else "--no-share-encoder"]
     out += ["--encoder-cache-mb", repr(args.encoder_cache_mb)]
+    if args.checkpoint_sha256 is not None:
+        out += ["--checkpoint-sha256", args.checkpoint_sha256]
     return out
 
 
@@ -210,6 +215,13 @@ def register(sub) -> None:
         action="store_true",
         help="unpickle a checkpoint that holds Python objects besides tensors (only for "
         "files from a trusted source; default: tensors only)",
+    )
+    g.add_argument(
+        "--checkpoint-sha256",
+        metavar="HEX",
+        help="the checkpoint's pinned sha256 (the pipeline passes checkpoints.lock's): "
+        "checked before loading; where torch has no weights_only (< 1.13) only a pinned or "
+        "trusted checkpoint is loaded",
     )
     g.add_argument(
         "--random-weights",

@@ -3,9 +3,11 @@ without editing them.
 
 Each codebase is imported from its own folder (``soc_test/``, ``MUTR/``,
 ``ReferFormer/``) with that folder first on ``sys.path`` and as the working directory, as
-its shell scripts run it. Its ``sub_processor`` workers take the video list, meta, frame
-folder and output paths as parameters, so the kit passes them; everything else the
-scripts hard-code is handled from outside, in this process, before the call:
+its shell scripts run it; every module of it is compiled from source bytes checked
+against the manifest as they are read (``upstream.guard_imports``: no bytecode). Its
+``sub_processor`` workers take the video list, meta, frame folder and output paths as
+parameters, so the kit passes them; everything else the scripts hard-code is handled
+from outside, in this process, before the call:
 
 - **output paths**: the pth workers ``torch.save`` their dump to
   ``args.ensemble_save_path/args.version`` (MUTR reads ``args.ensembe_save_path``, a typo
@@ -45,6 +47,7 @@ from pathlib import Path
 
 from ....errors import KitError
 from .core import PNG_RUN_TREE, Request, chunks
+from .upstream import guard_imports
 
 ROBERTA = "roberta-base"
 _IMPORTED: dict[str, str] = {}  # which upstream folder this process has imported
@@ -104,6 +107,7 @@ def upstream_code(req: Request, folder: str, trusted_files: tuple[Path, ...] = (
     _IMPORTED["folder"] = str(code_root)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    guard_imports(req.upstream, code_root)  # manifest sources only, no bytecode
     if str(code_root) not in sys.path:
         sys.path.insert(0, str(code_root))
     _install_msda(req.device, code_root)

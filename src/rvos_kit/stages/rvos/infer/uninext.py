@@ -295,6 +295,10 @@ def run(req, videos, out) -> None:
     doc = conversion_json({v.name: req.meta_videos[v.name] for v in videos}, req.images)
     dataset, dump = work / "dataset", work / "model_pth" / DUMP_NAME
     env = child_env(req.upstream)
+    # bytecode only from (and to) the kit's own folder: a __pycache__ file in the checked
+    # tree is never read (rvos_kit/stages/rvos/infer/upstream.py)
+    env["PYTHONPYCACHEPREFIX"] = str((work / "pycache").resolve())
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # the prefix fills once, for every chunk
     log = work / "train_net.log"
     log.unlink(missing_ok=True)
     names = [v.name for v in videos]
