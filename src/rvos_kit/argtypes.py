@@ -1,4 +1,5 @@
-"""argparse types shared by the verbs (a bad value -> argparse's one-line usage error)."""
+"""argparse types shared by the verbs (a bad value -> argparse's one-line usage error),
+and what each verb declares it reads and writes (the CLI's guard of inputs)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,42 @@ def add_workers(p: argparse.ArgumentParser) -> None:
     """``--workers N``: processes over videos, default one per core (the pooled verbs)."""
     p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
                    help="processes (default: cores)")  # fmt: skip
+
+
+def declare_paths(
+    p: argparse.ArgumentParser,
+    reads: tuple[str, ...] = (),
+    writes: tuple[str, ...] = (),
+    writes_into: tuple[str, ...] = (),
+) -> None:
+    """Say which arguments of the verb ``p`` name what it reads and what it writes; the CLI
+    refuses, before any work, an output that is, holds or lies inside an input
+    (:func:`rvos_kit.trees.staging.check_outputs`). Each entry is an argument's ``dest``;
+    ``dest:1,2`` takes items 1 and 2 of each tuple an ``nargs=N`` option gives, ``dest=``
+    the part after ``=`` of a ``NAME=PATH`` value. ``writes``: files and folders the verb
+    replaces whole; ``writes_into``: folders it adds files to (they may hold an input)."""
+    p.set_defaults(path_reads=reads, path_writes=writes, path_writes_into=writes_into)
+
+
+def declared_paths(args: argparse.Namespace, specs: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``(dest, path)`` of every path named by ``specs`` (see :func:`declare_paths`)."""
+    out = []
+    for spec in specs:
+        dest, _, pick = spec.partition(":")
+        after_eq = dest.endswith("=")
+        dest = dest.rstrip("=")
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if pick:
+                parts = [item[int(i)] for i in pick.split(",")]
+            else:
+                parts = [item]
+            for x in parts:
+                if after_eq:
+                    x = str(x).partition("=")[2]
+                if isinstance(x, (str, os.PathLike)) and str(x):
+                    out.append((dest, str(x)))
+    return out

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..argtypes import add_workers, positive_int
+from ..argtypes import add_workers, declare_paths, positive_int
 from ..compute import pool
 from ..errors import KitError
 from ..trees.masktree import (
@@ -336,4 +336,5 @@ def register(sub) -> None:
         "level 1, not byte-identical",
     )
     add_workers(p)
+    declare_paths(p, reads=("sources", "meta", "odd_from"), writes=("out",))
     p.set_defaults(func=run)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...argtypes import declare_paths
 from ...errors import KitError
 from ...trees.files import atomic_write_bytes
 from ...trees.jsonfiles import read_json
@@ -50,4 +51,5 @@ def register(sub) -> None:
     p.add_argument("files", nargs="+", metavar="METRICS.json")
     p.add_argument("--csv", help="also write node,J,F,J&F to this CSV (for dvc plots)")
     p.add_argument("--markdown", help="also write the table to this Markdown file")
+    declare_paths(p, reads=("files",), writes=("csv", "markdown"))
     p.set_defaults(func=run)

@@ -9,7 +9,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ...argtypes import positive_int
+from ...argtypes import declare_paths, positive_int
 from ...errors import KitError
 from ...trees.meta import load_meta
 from .engine import BACKENDS, check_inputs, make_backend, propagate, select_videos
@@ -246,4 +246,6 @@ def register(sub) -> None:
         default=640,
         help="long side of the frames the flow is computed on (default 640)",
     )
+    declare_paths(p, reads=("images", "annotations", "keyframes", "meta", "checkpoint"),
+                  writes=("out",))  # fmt: skip
     p.set_defaults(func=run)
