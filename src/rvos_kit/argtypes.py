@@ -4,6 +4,7 @@ and what each verb declares it reads and writes (the CLI's guard of inputs)."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
 
@@ -25,6 +26,24 @@ def positive_int(text: str) -> int:
 def count(text: str) -> int:
     """An integer >= 0."""
     return _int_at_least(0, text)
+
+
+def finite_float(text: str, low: float | None = None) -> float:
+    """A finite number (``nan``, ``inf`` refused), ``>= low`` when given."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"must be a finite number: {text!r}")
+    if low is not None and x < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low:g}: {text!r}")
+    return x
+
+
+def non_negative(text: str) -> float:
+    """A finite number >= 0 (resources a shard asks for, size limits)."""
+    return finite_float(text, 0)
 
 
 def add_workers(p: argparse.ArgumentParser) -> None:

@@ -23,8 +23,9 @@ def cap_message(text: str, limit: int = MAX_MESSAGE) -> str:
     """``text``, or its head and tail with the number of characters left out between."""
     if len(text) <= limit:
         return text
-    keep = limit // 2
-    return f"{text[:keep]} [... {len(text) - 2 * keep} characters left out ...] {text[-keep:]}"
+    n = len(text)
+    keep = (limit - len(f" [... {n} characters, {n} left out ...] ")) // 2  # <= limit
+    return f"{text[:keep]} [... {n} characters, {n - 2 * keep} left out ...] {text[-keep:]}"
 
 
 # errno -> what the user reads; these mean "the output could not be written here".
