@@ -247,3 +247,80 @@ def test_read_only_output_folder_is_one_line(tmp_path, tmpfs):
     r = kit("pack", srcs[0], "--out", tmpfs / "s.zip", "--sha256", tmpfs / "s.sha256")
     one_error_line(r, "pack", "read-only file system", f"{tmpfs}/s.zip")
     assert snapshot(tmpfs) == old
+
+
+# ------------------------------------------------- case 20: a JPEG claiming 20000x20000
+def _claim_size(jpeg: Path, w: int, h: int) -> None:
+    """Rewrite the frame header (SOF0) of a JPEG so that it claims w x h pixels."""
+    data = bytearray(jpeg.read_bytes())
+    i = data.index(b"\xff\xc0")
+    data[i + 5 : i + 9] = h.to_bytes(2, "big") + w.to_bytes(2, "big")
+    jpeg.write_bytes(bytes(data))
+
+
+def test_audit_report_survives_a_decompression_bomb_jpeg(sample):
+    """Case 20: a frame whose header claims 20000x20000 made `audit --report` die with
+    DecompressionBombError; now the sheet says "(frame unreadable)" and the report is
+    written."""
+    from rvos_kit.stages.audit.html import _jpeg
+
+    cwd = sample.parent
+    jpegs = sorted((sample / "JPEGImages").rglob("*.jpg"))
+    for j in jpegs:
+        _claim_size(j, 20000, 20000)
+    r = kit("audit", "--ours", "S/models/soc/Annotations", "--theirs",
+            "S/models/mutr/Annotations", "--images", "S/JPEGImages", "--report", "R",
+            "--informational", cwd=cwd)  # fmt: skip
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert (cwd / "R" / "index.html").is_file() and (cwd / "R" / "report.md").is_file()
+    assert list((cwd / "R" / "img").glob("sheet-*.png"))  # the sheets were drawn
+    video, frame = jpegs[0].parent.name, jpegs[0].stem
+    assert _jpeg(sample / "JPEGImages", video, frame, (96, 160)) == (None, " (frame unreadable)")
+    assert _jpeg(sample / "JPEGImages", "nope", frame, (96, 160)) == (None, " (no JPEG)")
+
+
+# ------------------------------------------------ case 21: CSV and Markdown escaping
+def test_summary_csv_quotes_a_node_named_with_a_comma(tmp_path):
+    """Case 21: a metrics file named `x,y|z.json` gave a CSV row of 5 columns and a
+    Markdown row of 6 cells."""
+    import csv
+
+    markdown_it = pytest.importorskip("markdown_it")
+    (tmp_path / "x,y|z.json").write_text('{"J": 50, "F": 60, "J&F": 55}\n')
+    (tmp_path / "soc.json").write_text('{"J": 1, "F": 2, "J&F": 1.5}\n')
+    r = kit("summarize", "x,y|z.json", "soc.json", "--csv", "s.csv", "--markdown", "s.md",
+            cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.reader((tmp_path / "s.csv").open(newline="")))
+    assert rows == [["node", "J", "F", "J&F"], ["x,y|z", "50.0000", "60.0000", "55.0000"],
+                    ["soc", "1.0000", "2.0000", "1.5000"]]  # fmt: skip
+    html = (
+        markdown_it.MarkdownIt("commonmark").enable("table").render((tmp_path / "s.md").read_text())
+    )
+    assert "<td>x,y|z</td>" in html and html.count("<tr>") == 3
+
+
+def test_report_md_escapes_a_video_id_holding_html(tmp_path):
+    """Case 21: a video id `<img src=x onerror=...>` went into report.md raw (index.html
+    was escaped): rendered, it was an <img> tag with an onerror handler."""
+    from conftest import make_meta_dict, make_tree, write_meta
+
+    markdown_it = pytest.importorskip("markdown_it")
+    evil = "<img src=x onerror=alert(1)>"
+    meta_d = make_meta_dict([2, 1], n_frames=3)
+    meta_d["videos"] = {evil if i == 0 else k: v
+                        for i, (k, v) in enumerate(meta_d["videos"].items())}  # fmt: skip
+    write_meta(tmp_path / "meta.json", meta_d)
+    make_tree(tmp_path / "ours", meta_d, seed=1, density=0.3)
+    make_tree(tmp_path / "theirs", meta_d, seed=2, density=0.3)
+    r = kit("audit", "--ours", "ours", "--theirs", "theirs", "--meta", "meta.json",
+            "--name", "st<b>1</b>", "--report", "R", "--informational", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "R" / "report.md").read_text()
+    assert evil.replace("<", "\\<").replace(">", "\\>") in md  # shown, escaped
+    for tables in (False, True):  # CommonMark, and with GitHub's tables
+        parser = markdown_it.MarkdownIt("commonmark")
+        html = (parser.enable("table") if tables else parser).render(md)
+        assert "<img src=x" not in html and "<b>1</b>" not in html, tables
+        assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<img src=x" not in (tmp_path / "R" / "index.html").read_text()
