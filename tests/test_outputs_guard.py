@@ -64,7 +64,7 @@ def test_dag_out_equal_to_params_keeps_the_params_file(tmp_path):
         shutil.copy(REPO / "demo" / "params.yaml", params)
         before = params.read_bytes()
         r = kit("dag", "--params", name, *extra, cwd=tmp_path)
-        one_error_line(r, "dag", name, "is the input --params")
+        one_error_line(r, "dag", name, "overlaps the input --params", "the same file")
         assert params.read_bytes() == before
 
 
@@ -123,7 +123,9 @@ def test_import_zip_into_the_folder_holding_the_zip_keeps_the_zip(sample):
     assert r.returncode == 0, r.stderr
     before = snapshot(cwd / "IZ")
     r = kit("import-zip", "IZ/released.zip", "--out", "IZ", cwd=cwd)
-    one_error_line(r, "import-zip", "--out IZ: holds the input", "IZ/released.zip")
+    one_error_line(
+        r, "import-zip", "--out IZ: overlaps the input zip IZ/released.zip", "would delete"
+    )
     assert snapshot(cwd / "IZ") == before
 
 

@@ -79,6 +79,13 @@ def test_every_error_message_is_capped(tmp_path):
     assert len(err.strip()) <= MAX_MESSAGE
 
 
+def test_usage_errors_are_capped_too(tmp_path):
+    """Case 13: argparse quotes a bad value back; that message is capped as well."""
+    r = kit("vote", "a", "b", "--out", "o", "--odd-threshold", "x" * 100_000, cwd=tmp_path)
+    assert r.returncode == 2 and "left out" in r.stderr
+    assert len(r.stderr) < MAX_MESSAGE + 1000  # + the usage lines
+
+
 # ----------------------------------------------------------- case 14: duplicate keys
 def test_a_duplicate_key_is_refused_naming_key_and_line(tmp_path):
     """Case 14: `pair_threshold: 4` then `8` in one mapping: the later silently won."""

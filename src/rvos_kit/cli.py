@@ -61,8 +61,16 @@ def register_verbs(sub) -> list[tuple[str, tuple[str, ...], list[str]]]:
     return groups
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors capped in length too (a huge value quoted back);
+    the verbs' sub-parsers are of this class as well."""
+
+    def error(self, message: str):
+        super().error(cap_message(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rvos-kit",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -254,27 +254,21 @@ def check_outputs(
         whole = (wl, w) in writes
         for rl, r in reads:
             if _same(w, r):
-                raise KitError(
-                    f"{wl} {w}: is the input {rl} {r} (the same file); writing it would "
-                    f"destroy that input: {fix}"
-                )
-            if whole and _inside(r, w):
-                raise KitError(
-                    f"{wl} {w}: holds the input {rl} {r}; replacing it would delete that "
-                    f"input: {fix}"
-                )
-            if _inside(w, r):
-                raise KitError(
-                    f"{wl} {w}: lies inside the input {rl} {r}; writing there would change "
-                    f"that input: {fix}"
-                )
+                why = "the same file: writing it would destroy that input"
+            elif whole and _inside(r, w):
+                why = "it holds that input: replacing it would delete it"
+            elif _inside(w, r):
+                why = "it lies inside that input folder: writing there would change it"
+            else:
+                continue
+            raise KitError(f"{wl} {w}: overlaps the input {rl} {r} ({why}); {fix}")
     outs = [*writes, *writes_into]
     for i, (al, a) in enumerate(outs):
         for bl, b in outs[i + 1 :]:
             if _same(a, b):
-                raise KitError(f"{al} {a} and {bl} {b}: one path for two outputs: {fix}")
+                raise KitError(f"{al} {a} and {bl} {b}: one path for two outputs; {fix}")
             for (xl, x), (yl, y) in (((al, a), (bl, b)), ((bl, b), (al, a))):
                 if (yl, y) in writes and _inside(x, y):
                     raise KitError(
-                        f"{xl} {x}: lies inside the output {yl} {y}, which is replaced whole: {fix}"
+                        f"{xl} {x}: lies inside the output {yl} {y}, which is replaced whole; {fix}"
                     )
