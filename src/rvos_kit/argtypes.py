@@ -1,8 +1,10 @@
-"""argparse types shared by the verbs (a bad value -> argparse's one-line usage error)."""
+"""argparse types shared by the verbs (a bad value -> argparse's one-line usage error),
+and what each verb declares it reads and writes (the CLI's guard of inputs)."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
 
@@ -24,6 +26,24 @@ def positive_int(text: str) -> int:
 def count(text: str) -> int:
     """An integer >= 0."""
     return _int_at_least(0, text)
+
+
+def finite_float(text: str, low: float | None = None) -> float:
+    """A finite number (``nan``, ``inf`` refused), ``>= low`` when given."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"must be a finite number: {text!r}")
+    if low is not None and x < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low:g}: {text!r}")
+    return x
+
+
+def non_negative(text: str) -> float:
+    """A finite number >= 0 (resources a shard asks for, size limits)."""
+    return finite_float(text, 0)
 
 
 def add_workers(p: argparse.ArgumentParser) -> None:
@@ -53,3 +73,42 @@ def add_video_selection(p: argparse.ArgumentParser, what: str) -> None:
                    metavar="V1,V2", help=f"{what} (comma-separated)")  # fmt: skip
     g.add_argument("--videos-json", dest="videos", type=_video_names_json, metavar="JSON",
                    help="the same as a JSON list, for ids with commas")  # fmt: skip
+
+
+def declare_paths(
+    p: argparse.ArgumentParser,
+    reads: tuple[str, ...] = (),
+    writes: tuple[str, ...] = (),
+    writes_into: tuple[str, ...] = (),
+) -> None:
+    """Say which arguments of the verb ``p`` name what it reads and what it writes; the CLI
+    refuses, before any work, an output that is, holds or lies inside an input
+    (:func:`rvos_kit.trees.staging.check_outputs`). Each entry is an argument's ``dest``;
+    ``dest:1,2`` takes items 1 and 2 of each tuple an ``nargs=N`` option gives, ``dest=``
+    the part after ``=`` of a ``NAME=PATH`` value. ``writes``: files and folders the verb
+    replaces whole; ``writes_into``: folders it adds files to (they may hold an input)."""
+    p.set_defaults(path_reads=reads, path_writes=writes, path_writes_into=writes_into)
+
+
+def declared_paths(args: argparse.Namespace, specs: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``(dest, path)`` of every path named by ``specs`` (see :func:`declare_paths`)."""
+    out = []
+    for spec in specs:
+        dest, _, pick = spec.partition(":")
+        after_eq = dest.endswith("=")
+        dest = dest.rstrip("=")
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if pick:
+                parts = [item[int(i)] for i in pick.split(",")]
+            else:
+                parts = [item]
+            for x in parts:
+                if after_eq:
+                    x = str(x).partition("=")[2]
+                if isinstance(x, (str, os.PathLike)) and str(x):
+                    out.append((dest, str(x)))
+    return out

@@ -5,7 +5,12 @@ sub-parser and sets ``func`` (called with the parsed args, returns the exit stat
 A verb gives its ``description`` only: :func:`build_parser` lays out every verb's --help
 the same way (:class:`~rvos_kit.helptext.HelpFormatter`, markup made plain).
 Errors meant for the user are :class:`~rvos_kit.errors.KitError`: printed on one line,
-exit status 2, no traceback.
+exit status 2, no traceback; so is an output that cannot be written (disk full, read-only:
+:func:`~rvos_kit.errors.write_error_message`). Every message is capped in length.
+
+Every verb declares which arguments it reads and which it writes
+(:func:`~rvos_kit.argtypes.declare_paths`); before it runs, :func:`check_paths` refuses an
+output that is, holds or lies inside one of its inputs (a typo must never destroy one).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import os
 import sys
 
 from . import __version__
-from .errors import KitError
+from .argtypes import declared_paths
+from .errors import KitError, cap_message, write_error_message
 from .helptext import HelpFormatter, plain
 
 # The verbs, grouped as the DAG runs: data -> rvos outputs -> key frames -> propagate ->
@@ -55,8 +61,16 @@ def register_verbs(sub) -> list[tuple[str, tuple[str, ...], list[str]]]:
     return groups
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors capped in length too (a huge value quoted back);
+    the verbs' sub-parsers are of this class as well."""
+
+    def error(self, message: str):
+        super().error(cap_message(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rvos-kit",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -86,11 +100,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _labels(parser: argparse.ArgumentParser, verb: str) -> dict[str, str]:
+    """dest -> how the user wrote it (``--out``, ``SOURCE_ROOT``) for the verb's args."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    labels = {"dag_params": "--params"}
+    for a in sub.choices[verb]._actions:
+        metavar = a.metavar if isinstance(a.metavar, str) else None
+        labels[a.dest] = a.option_strings[0] if a.option_strings else metavar or a.dest
+    return labels
+
+
+def check_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse outputs that overlap inputs (:func:`~rvos_kit.trees.staging.check_outputs`)
+    as the verb declared them."""
+    from .trees.staging import check_outputs
+
+    labels = _labels(parser, args.verb)
+
+    def named(specs):
+        return [(labels.get(d, d), p) for d, p in declared_paths(args, specs)]
+
+    reads = named(("dag_params", *getattr(args, "path_reads", ())))
+    check_outputs(reads, named(getattr(args, "path_writes", ())),
+                  named(getattr(args, "path_writes_into", ())))  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     try:
+        return _run(parser, args, argv)
+    except KitError as e:
+        print(cap_message(f"rvos-kit {args.verb}: error: {e}"), file=sys.stderr)
+        return 2
+    except OSError as e:
+        line = write_error_message(e)
+        if line is None:
+            raise
+        print(cap_message(f"rvos-kit {args.verb}: error: {line}"), file=sys.stderr)
+        return 2
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
+    try:
+        check_paths(parser, args)
         if args.dag_node or args.dag_params:
             if not (args.dag_node and args.dag_params):
                 raise KitError("--params and --node (before the verb) go together")
@@ -100,9 +154,6 @@ def main(argv: list[str] | None = None) -> int:
         rc = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not in an exit-time traceback
         return rc
-    except KitError as e:
-        print(f"rvos-kit {args.verb}: error: {e}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # `rvos-kit verify | head`: the reader left, not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141

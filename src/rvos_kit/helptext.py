@@ -7,7 +7,8 @@ parenthesised reference to code is dropped), a ``::`` literal-block marker becom
 colon. ``verb_section`` picks one verb's part of a docstring that documents several
 (a paragraph headed by the verb's name, its text indented below). ``HelpFormatter``
 keeps the description's layout and appends ``(default: X)`` to every option whose help
-does not already say its default.
+does not already say its default. ``md_text`` escapes a name (a video id, a node, a file)
+for the Markdown the reports and summaries write.
 """
 
 from __future__ import annotations
@@ -59,3 +60,19 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         if action.default is None or action.default is argparse.SUPPRESS:
             return text
         return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+# Characters that start Markdown markup or raw HTML ("_" only at a word's edge: inside a
+# word it is never emphasis, so snake_case names stay as they were written).
+_MD_SPECIAL = re.compile(
+    r"[\\`*\[\]<>|~]|&(?=#?\w+;)|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])"
+)  # "&" only where it would start an entity (J&F stays J&F)
+
+
+def md_text(x) -> str:
+    """``x`` as literal Markdown text (CommonMark backslash escapes): a video id like
+    ``<img src=x onerror=...>`` or ``a|b`` shows as written, never as HTML or markup.
+    Line breaks become spaces and a leading ``#`` is escaped, so a name never starts a
+    block of its own (a heading, an HTML block)."""
+    text = _MD_SPECIAL.sub(lambda m: "\\" + m[0], re.sub(r"[\r\n]+", " ", str(x)))
+    return "\\" + text if text.startswith("#") else text

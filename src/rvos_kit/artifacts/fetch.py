@@ -44,6 +44,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..argtypes import declare_paths
 from ..errors import KitError
 from ..helptext import verb_section
 from ..trees.digest import sha256_file
@@ -321,6 +322,7 @@ def register(sub) -> None:
         help=f"Hugging Face base URL (default: ${HF_ENDPOINT_ENV}, $HF_ENDPOINT or "
         f"{DEFAULT_HF_ENDPOINT})",
     )
+    declare_paths(p, reads=("lock", "params"), writes_into=("dest",))
     p.set_defaults(func=run_fetch)
 
     v = sub.add_parser(
@@ -330,4 +332,5 @@ def register(sub) -> None:
     )
     _common_args(v)
     v.add_argument("--strict", action="store_true", help="also fail when an artifact is missing")
+    declare_paths(v, reads=("lock", "params", "dest"))
     v.set_defaults(func=run_verify)

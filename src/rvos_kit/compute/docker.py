@@ -120,7 +120,7 @@ def _str_map(v, key: str, where: str) -> dict:
 def load_settings(params: str | os.PathLike | None) -> Settings:
     """Read the runner keys of a params.yaml. ``None`` = ``params.yaml`` in the current
     folder when it exists, else every default."""
-    import yaml
+    from ..trees.yamlfiles import read_yaml
 
     explicit = params is not None
     path = Path(params) if explicit else Path("params.yaml")
@@ -128,10 +128,7 @@ def load_settings(params: str | os.PathLike | None) -> Settings:
         if explicit:
             raise KitError(f"{path}: params file not found (give --params PATH)")
         return Settings(base=Path.cwd(), where="(defaults, no params.yaml)")
-    try:
-        p = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise KitError(f"{path}: cannot read params ({e})") from None
+    p = read_yaml(path)  # the one safe reader: no aliases, no duplicate keys
     where = str(path)
     if p is None:
         p = {}

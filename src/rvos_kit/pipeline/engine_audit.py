@@ -142,7 +142,7 @@ def run(args) -> int:
 
 
 def register(sub) -> None:
-    from ..argtypes import positive_int
+    from ..argtypes import declare_paths, positive_int
 
     p = sub.add_parser(
         "audit-engine",
@@ -160,4 +160,5 @@ def register(sub) -> None:
     p.add_argument("--random-weights", type=int, metavar="SEED", help="tests only")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("--trust-checkpoint", action="store_true", help="as in propagate")
+    declare_paths(p, reads=("images", "input", "released", "meta", "checkpoint"), writes=("out",))
     p.set_defaults(func=run)

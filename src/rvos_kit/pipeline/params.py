@@ -20,7 +20,6 @@ import os
 from pathlib import Path
 from typing import Literal, Union
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -31,6 +30,7 @@ from pydantic import (
 )
 
 from ..errors import KitError
+from ..trees.yamlfiles import read_yaml
 
 COMPAT_MODES = ("challenge2023", "corrected")
 MODEL_KINDS = ("logits", "probabilities")
@@ -65,7 +65,7 @@ def _lit(values: tuple):
 class Section(BaseModel):
     """Base of every mapping in params.yaml: strict types, no unknown keys."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -218,8 +218,8 @@ class AuditSection(Section):
 class ScaleNeedsSection(Section):
     """What one shard asks Ray for; an absent key keeps the kind's default."""
 
-    gpus: Union[int, float, None] = Field(None, ge=0)  # noqa: UP007
-    cpus: Union[int, float, None] = Field(None, ge=0)  # noqa: UP007
+    gpus: float | None = Field(None, ge=0)  # an int is a float here (strict mode too)
+    cpus: float | None = Field(None, ge=0)
 
 
 class ScaleLocalSection(Section):
@@ -269,6 +269,23 @@ class Params(Section):
     def _cross_checks(self):
         """Rules spanning several keys; each error names its key path."""
         models, props, fusion = self.models, self.propagation or {}, self.fusion or {}
+        for section, names in (("models", models), ("propagation", props), ("fusion", fusion)):
+            for name in names:
+                if not name or "." in name or "/" in name:
+                    raise ValueError(
+                        f"{section}.{name}: a name may not be empty nor hold '.' or '/' (they "
+                        "join a node and its propagation: soc/aot, metrics soc.aot.json); "
+                        "rename it"
+                    )
+        lists = [(f"fusion.{n}.members", f.members) for n, f in fusion.items()]
+        lists += [(f"propagation.{n}.nodes", c.nodes) for n, c in props.items()]
+        for where, refs in lists:
+            twice = sorted({r for r in refs if refs.count(r) > 1})
+            if twice:
+                raise ValueError(
+                    f"{where}: {twice[0]!r} is listed twice; each member counts once (a "
+                    "repeated one would vote twice)"
+                )
         for name, m in models.items():
             want = RVOS_MODELS.get(name)
             if want is None and m.source != "tree":
@@ -363,12 +380,6 @@ def check_params(p, where: str = "params.yaml") -> Params:
 def load_params(path: str | os.PathLike) -> dict:
     """The params file as a dict, after :func:`check_params`."""
     path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            p = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise KitError(f"{path}: params file not found") from None
-    except yaml.YAMLError as e:
-        raise KitError(f"{path}: not valid YAML ({e})") from None
+    p = read_yaml(path)  # no aliases, no duplicate keys (trees.yamlfiles)
     check_params(p, str(path))
     return p

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..argtypes import declare_paths
 from ..errors import KitError
 
 
@@ -393,4 +394,5 @@ def register(sub) -> None:
         help="when nothing is missing, also write the verdict to FILE (the DVC stage's "
         "output; default: none)",
     )
+    declare_paths(p, reads=("params",), writes=("out",))
     p.set_defaults(func=run)

@@ -68,6 +68,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..argtypes import declare_paths
 from ..compute.docker import (
     IN_CONTAINER_ENV,
     MODES,
@@ -173,4 +174,5 @@ def register(sub) -> None:
     p.add_argument("--runner", choices=MODES, help="override runner.mode")
     p.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- VERB ARGS...")
+    declare_paths(p, reads=("params",))  # the verb it runs checks its own paths
     p.set_defaults(func=run)

@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..argtypes import declare_paths
 from ..errors import KitError
 from ..trees.files import atomic_write_bytes
 from ..trees.jsonfiles import read_json, write_json
@@ -182,6 +183,7 @@ def register(sub) -> None:
     p.add_argument("--frames", type=int, default=12, help="frames per video")
     p.add_argument("--height", type=int, default=96, help="frame height in pixels")
     p.add_argument("--width", type=int, default=160, help="frame width in pixels")
+    declare_paths(p, writes=("out",))
     p.set_defaults(func=run)
 
     v = sub.add_parser(
@@ -193,6 +195,7 @@ def register(sub) -> None:
     v.add_argument("--valid", required=True, help="meta_expressions/valid/meta_expressions.json")
     v.add_argument("--test", required=True, help="meta_expressions/test/meta_expressions.json")
     v.add_argument("--out", required=True, help="meta file to write")
+    declare_paths(v, reads=("valid", "test"), writes=("out",))
     v.set_defaults(func=run_valid_meta)
 
 

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..argtypes import add_workers, positive_int
+from ..argtypes import add_workers, declare_paths, positive_int
 from ..compute import pool
 from ..errors import KitError
 from ..trees.masktree import (
@@ -60,6 +60,7 @@ from ..trees.masktree import (
 )
 from ..trees.meta import Meta, Video, agreed_meta, load_meta
 from ..trees.pngcodec import ENCODERS, EncodeCache, decode_values, png_header
+from ..trees.staging import check_outputs
 
 PAIRINGS = ("consecutive", "none")
 ODD_RULES = ("vote", "first")
@@ -229,11 +230,9 @@ def vote(
     if meta is None:  # without --meta every source must hold the same videos
         meta = agreed_meta(sources)
     rule.check(len(sources), odd_from)
-    out_abs = out.resolve()
-    for s in [*sources, *([odd_from] if odd_from else [])]:
-        s_abs = s.resolve()
-        if out_abs == s_abs or s_abs in out_abs.parents or out_abs in s_abs.parents:
-            raise KitError(f"{out}: output overlaps input tree {s}; choose another --out")
+    reads = [("SOURCE_ROOT", str(s)) for s in sources]  # the CLI checked these; the API too
+    check_outputs([*reads, *([("--odd-from", str(odd_from))] if odd_from else [])],
+                  [("--out", str(out))])  # fmt: skip
 
     # Names first, for every tree, before a single byte is written.
     if rule.odd == "first":
@@ -336,4 +335,5 @@ def register(sub) -> None:
         "level 1, not byte-identical",
     )
     add_workers(p)
+    declare_paths(p, reads=("sources", "meta", "odd_from"), writes=("out",))
     p.set_defaults(func=run)

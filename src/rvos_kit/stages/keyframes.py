@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from ..argtypes import declare_paths
 from ..errors import KitError
 from ..trees.jsonfiles import read_json, write_json
 from ..trees.meta import Meta, load_meta
@@ -73,4 +74,5 @@ def register(sub) -> None:
     p.add_argument("--scores", required=True, help="scores.json {video: {exp_id: [score]}}")
     p.add_argument("--out", required=True, help="key_frame.json to write")
     p.add_argument("--meta", help="meta_expressions.json: check every expression and length")
+    declare_paths(p, reads=("scores", "meta"), writes=("out",))
     p.set_defaults(func=run)

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..argtypes import declare_paths
 from ..errors import KitError
 from ..trees.digest import sha256_file
+from ..trees.files import blame, discard
 from ..trees.masktree import (
-    atomic_write_bytes,
     check_tree,
     expression_files,
     png_header,
@@ -31,8 +32,12 @@ from ..trees.staging import OutputLock, remove_leftovers
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 
-def pack(root, out, meta: Meta | None = None, prefix: str = "Annotations", progress=True) -> str:
-    """Write the submission zip; returns its sha256."""
+def pack(
+    root, out, meta: Meta | None = None, prefix: str = "Annotations", progress=True, sha256=None
+) -> str:
+    """Write the submission zip (and, with ``sha256``, the file ``<sha256>  <zip name>``
+    beside it); returns its sha256. Both are written to temp names and renamed together
+    once both are complete: a failure (a full disk) leaves both as they were."""
     root, out = Path(root), Path(out)
     if meta is None:
         meta = infer_meta(root)
@@ -42,6 +47,7 @@ def pack(root, out, meta: Meta | None = None, prefix: str = "Annotations", progr
     lock.acquire()  # one pack per zip; under it, temp zips of killed runs are removed
     remove_leftovers(out, ".tmp-")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    sha = sha_tmp = None
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
             for v in tqdm(meta, unit="video", desc=f"pack -> {out.name}", disable=not progress):
@@ -54,23 +60,38 @@ def pack(root, out, meta: Meta | None = None, prefix: str = "Annotations", progr
                         info.create_system = 3
                         info.compress_type = zipfile.ZIP_STORED
                         zf.writestr(info, data)
+        digest = sha256_file(tmp, out.name)[0]
+        if sha256 is not None:
+            sha = Path(sha256)
+            sha.parent.mkdir(parents=True, exist_ok=True)
+            remove_leftovers(sha, ".tmp-")
+            sha_tmp = sha.with_name(f".{sha.name}.tmp-{os.getpid()}")
+            try:
+                with open(sha_tmp, "wb") as f:
+                    f.write(f"{digest}  {out.name}\n".encode())
+            except OSError as e:
+                blame(e, sha, sha_tmp)
+                raise
         os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        if sha_tmp is not None:
+            os.replace(sha_tmp, sha)
+    except BaseException as e:
+        discard(tmp)
+        if sha_tmp is not None:
+            discard(sha_tmp)
+        blame(e, out, tmp)  # a full disk: name the output
         raise
     finally:
         lock.release()
-    return sha256_file(out, out.name)[0]
+    return digest
 
 
 def run(args) -> int:
     meta = load_meta(args.meta) if args.meta else None
     if Path(args.out).suffix != ".zip":
         raise KitError(f"{args.out}: the submission must be a .zip file")
-    digest = pack(args.root, args.out, meta)
+    digest = pack(args.root, args.out, meta, sha256=args.sha256)
     print(f"{digest}  {args.out}")
-    if args.sha256:
-        atomic_write_bytes(args.sha256, f"{digest}  {Path(args.out).name}\n".encode())
     return 0
 
 
@@ -84,4 +105,5 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="submission .zip to write")
     p.add_argument("--meta", help="meta_expressions.json (default: read off the tree)")
     p.add_argument("--sha256", help="also write '<sha256>  <zip name>' to this file")
+    declare_paths(p, reads=("root", "meta"), writes=("out", "sha256"))
     p.set_defaults(func=run)

@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 
 from ..errors import KitError
+from .files import blame
 
 MARK = "written by rvos-kit; this folder is replaced when the kit writes it again\n"
 
@@ -60,16 +61,21 @@ def remove_leftovers(out: str | os.PathLike, *kinds: str, keep: Path | None = No
             _remove(p)
 
 
+def _check_not_cwd(out: str | os.PathLike, flag: str) -> None:
+    p = Path(os.path.abspath(out))
+    cwd = Path(os.getcwd())
+    if p == cwd or p in cwd.parents:
+        raise KitError(
+            f"{flag} {out}: is the current folder (or holds it); the output replaces the "
+            f"whole folder: name a new one, e.g. {flag} out"
+        )
+
+
 def check_replaceable(out_root: str | os.PathLike, flag: str = "--out") -> None:
     """Refuse (:class:`KitError`) an output folder the kit may not replace."""
     shown = Path(out_root)
     p = Path(os.path.abspath(out_root))
-    cwd = Path(os.getcwd())
-    if p == cwd or p in cwd.parents:
-        raise KitError(
-            f"{flag} {shown}: is the current folder (or holds it); the output replaces the "
-            f"whole folder: name a new one, e.g. {flag} out"
-        )
+    _check_not_cwd(shown, flag)
     if p.is_symlink() or (p.exists() and not p.is_dir()):
         raise KitError(f"{flag} {shown}: exists and is not a folder; remove it or choose another")
     if p.is_dir() and any(os.scandir(p)):
@@ -112,7 +118,11 @@ class OutputLock:
         if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
             raise KitError(f"{self.path}: expected the kit's lock file; remove it")
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as e:  # a read-only folder: name the output, not the lock file
+                blame(e, self.out_root, self.path)
+                raise
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -222,6 +232,7 @@ class StagedTree:
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
             if exc_type is not None:
+                blame(exc, self.shown, self.path, self.lock.path)  # a full disk: name --out
                 if not self.resume or exc_type is KitError:
                     shutil.rmtree(self.path, ignore_errors=True)
                 return False
@@ -244,3 +255,60 @@ class StagedTree:
         os.replace(self.path, self.out_root)
         if old is not None:
             _remove(old)
+
+
+# ------------------------------------------------------------- outputs never on inputs
+def _real(path: str) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(path)))
+
+
+def _same(a: str, b: str) -> bool:
+    if _real(a) == _real(b):
+        return True
+    try:  # hard links, bind mounts: the same file under two names
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _inside(a: str, b: str) -> bool:
+    """``a`` lies (strictly) inside the folder ``b``, after symbolic links."""
+    return _real(b) in _real(a).parents
+
+
+def check_outputs(
+    reads: list[tuple[str, str]],
+    writes: list[tuple[str, str]],
+    writes_into: list[tuple[str, str]] = (),
+) -> None:
+    """Refuse (:class:`KitError`, before any work) an output of a command that would
+    destroy or change one of its inputs: an output that is an input (after symbolic and
+    hard links), holds one (replacing it deletes the input) or lies inside an input folder;
+    two outputs that are one path, or one inside the other. Entries are ``(flag, path)``;
+    ``writes`` are replaced whole, ``writes_into`` are folders files are added to (they
+    may hold an input, e.g. the downloads folder holding the lock file)."""
+    fix = "choose another output path"
+    for wl, w in writes:
+        _check_not_cwd(w, wl)
+    for wl, w in [*writes, *writes_into]:
+        whole = (wl, w) in writes
+        for rl, r in reads:
+            if _same(w, r):
+                why = "the same file: writing it would destroy that input"
+            elif whole and _inside(r, w):
+                why = "it holds that input: replacing it would delete it"
+            elif _inside(w, r):
+                why = "it lies inside that input folder: writing there would change it"
+            else:
+                continue
+            raise KitError(f"{wl} {w}: overlaps the input {rl} {r} ({why}); {fix}")
+    outs = [*writes, *writes_into]
+    for i, (al, a) in enumerate(outs):
+        for bl, b in outs[i + 1 :]:
+            if _same(a, b):
+                raise KitError(f"{al} {a} and {bl} {b}: one path for two outputs; {fix}")
+            for (xl, x), (yl, y) in (((al, a), (bl, b)), ((bl, b), (al, a))):
+                if (yl, y) in writes and _inside(x, y):
+                    raise KitError(
+                        f"{xl} {x}: lies inside the output {yl} {y}, which is replaced whole; {fix}"
+                    )

@@ -7,6 +7,7 @@ as (:func:`stage_params`), with ``--shards`` / ``--ray-address`` / ``--gpus-per-
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,9 +48,9 @@ class ScaleSettings:
 
 
 def _number(v, key: str, where: str, low: float, integer: bool = False):
-    ok = isinstance(v, int) if integer else isinstance(v, (int, float))
+    ok = isinstance(v, int) if integer else isinstance(v, (int, float)) and math.isfinite(v)
     if isinstance(v, bool) or not ok or v < low:
-        kind = "an integer" if integer else "a number"
+        kind = "an integer" if integer else "a finite number"
         raise KitError(f"{where}: scale.{key} must be {kind} >= {low:g}, not {v!r}")
     return v
 
@@ -104,7 +105,7 @@ def scale_settings(p: dict | None, where: str = "params.yaml") -> ScaleSettings:
 
 def add_arguments(parser) -> None:
     """The command-line overrides of ``scale.*`` shared by the sharded verbs."""
-    from ...argtypes import positive_int
+    from ...argtypes import non_negative, positive_int
 
     g = parser.add_argument_group("sharding on Ray (defaults: scale.* of ./params.yaml)")
     g.add_argument(
@@ -122,14 +123,14 @@ def add_arguments(parser) -> None:
     g.add_argument(
         "--gpus-per-shard",
         dest="scale_gpus",
-        type=float,
+        type=non_negative,
         metavar="N",
         help="GPUs a shard asks Ray for (scale.needs.<kind>.gpus)",
     )
     g.add_argument(
         "--cpus-per-shard",
         dest="scale_cpus",
-        type=float,
+        type=non_negative,
         metavar="N",
         help="CPUs a shard asks Ray for (scale.needs.<kind>.cpus)",
     )
@@ -161,8 +162,8 @@ def settings_from_args(args, kind: str) -> ScaleSettings:
     for key, attr in (("gpus", "scale_gpus"), ("cpus", "scale_cpus")):
         v = getattr(args, attr, None)
         if v is not None:
-            if v < 0:
-                raise KitError(f"--{key}-per-shard must be >= 0")
+            if not (math.isfinite(v) and v >= 0):  # a caller without the argparse type
+                raise KitError(f"--{key}-per-shard must be a finite number >= 0, not {v!r}")
             needs[key] = v
     if needs:
         merged = {**settings.needs, kind: {**settings.needs.get(kind, {}), **needs}}
@@ -172,13 +173,10 @@ def settings_from_args(args, kind: str) -> ScaleSettings:
 
 def load_scale(params: str | os.PathLike) -> ScaleSettings:
     """``scale`` of a params file."""
-    import yaml
+    from ...trees.yamlfiles import read_yaml
 
     path = Path(params)
     if not path.is_file():
         raise KitError(f"{path}: params file not found")
-    try:
-        p = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise KitError(f"{path}: cannot read params ({e})") from None
+    p = read_yaml(path)  # the one safe reader: no aliases, no duplicate keys
     return scale_settings(p if isinstance(p, dict) else {}, str(path))

@@ -46,6 +46,7 @@ valid meta lists the 305 test videos too, so a first stage writes the valid meta
 
 from __future__ import annotations
 
+from ...argtypes import declare_paths
 from .context import Builder
 from .generate import CODE, HEADER, build, check_stage, render, stages
 from .verb import compare_outs, lock_outs, run
@@ -69,4 +70,5 @@ def register(sub) -> None:
         help="compare the output hashes of the dvc.lock beside --params with DVC_LOCK "
         "(e.g. the committed one); fail on any difference",
     )
+    declare_paths(p, reads=("params", "compare_outs"), writes=("out",))
     p.set_defaults(func=run)

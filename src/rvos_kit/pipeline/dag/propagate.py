@@ -41,7 +41,10 @@ def add(b: Builder, prop: str, node: str) -> None:
             "--backend", c["backend"]]  # fmt: skip
     deps = [images, start, b.key_frames(node), b.meta]
     if c["backend"] != "flow":
-        args += ["--model", c["model"], "--device", b.p.get("device", "cuda")]
+        from ...stages.propagate.aot_model import DEFAULT_MODEL
+
+        model = c.get("model") or DEFAULT_MODEL[c["backend"]]  # no model: the verb's default
+        args += ["--model", model, "--device", b.p.get("device", "cuda")]
         if c.get("checkpoint"):
             args += ["--checkpoint", c["checkpoint"]]
             deps.append(c["checkpoint"])

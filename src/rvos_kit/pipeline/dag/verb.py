@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from ...errors import KitError
+from ...trees.staging import check_outputs
 from .generate import render
 
 
@@ -46,6 +47,8 @@ def run(args) -> int:
         print(f"{lock}: all {len(lock_outs(lock))} outputs match {args.compare_outs} byte for byte")
         return 0
     out = Path(args.out) if args.out else params.with_name("dvc.yaml")
+    if not args.out:  # the CLI checked a given --out; the default one is checked here
+        check_outputs([("--params", str(params))], [("(default) --out", str(out))])
     text = render(params, os.path.relpath(params, out.parent))
     if args.check:
         current = out.read_text() if out.exists() else ""

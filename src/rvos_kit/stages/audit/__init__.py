@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...argtypes import add_workers, count
+from ...argtypes import add_workers, count, declare_paths
 from ...errors import KitError
 from ...trees.jsonfiles import read_json, write_json
 from ...trees.masktree import FOREGROUND_RULES
@@ -219,4 +219,6 @@ def register(sub) -> None:
         help="foreground rule for the IoU: '255' (published reading) or 'nonzero'",
     )
     add_workers(p)
+    declare_paths(p, reads=("ours", "theirs", "stage:1,2", "meta", "images", "metrics="),
+                  writes=("report", "json"))  # fmt: skip
     p.set_defaults(func=run)

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ...errors import KitError
+from ...helptext import md_text
 from ...trees.jsonfiles import write_json
 from ...trees.masktree import StagedTree, read_mask
 
@@ -163,9 +164,15 @@ def _jpeg(images: Path | None, video: str, frame: str, shape) -> tuple[np.ndarra
     p = images / video / f"{frame}.jpg"
     try:
         with Image.open(p) as im:
+            # a header may claim any size (20000x20000: 1.2 GB decoded): nothing much
+            # larger than the mask is decoded, and Pillow's own bomb check is caught
+            if im.width * im.height > max(64 * shape[0] * shape[1], 1 << 24):
+                return None, " (frame unreadable)"
             rgb = im.convert("RGB")
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return None, " (no JPEG)"
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None, " (frame unreadable)"
     note = ""
     if rgb.size != (shape[1], shape[0]):
         rgb = rgb.resize((shape[1], shape[0]), Image.BILINEAR)
@@ -294,11 +301,8 @@ def _html_table(head, rows, left=(0,)) -> str:
 
 
 def _md_table(head, rows) -> str:
-    def esc(v):
-        return str(v).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(esc(h) for h in head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(esc(v) for v in r) + " |" for r in rows]
+    lines = ["| " + " | ".join(md_text(h) for h in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(md_text(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -392,12 +396,13 @@ def write_report(
             f"<h2>Stage {_h(st['name'])}</h2>",
             _html_table(("", "value"), _stage_rows(st), left=(0, 1)),
         ]
-        md += [f"## Stage {st['name']}", "", _md_table(("", "value"), _stage_rows(st)), ""]
+        md += [f"## Stage {md_text(st['name'])}", "", _md_table(("", "value"), _stage_rows(st)),
+               ""]  # fmt: skip
         for label, items, total in _listings(st):
             more = f" (first {len(items)} of {total})" if total > len(items) else ""
             lis = "".join(f"<li><code>{_h(x)}</code></li>" for x in items)
             h.append(f"<h3>{_h(label)}{_h(more)}</h3><ul>{lis}</ul>")
-            md += [f"### {label}{more}", "", *(f"- `{x}`" for x in items), ""]
+            md += [f"### {label}{more}", "", *(f"- {md_text(x)}" for x in items), ""]
         if st["worst"]:
             h += [f"<h3>Worst {len(st['worst'])} expression(s)</h3>",
                   _html_table(WORST_HEAD, _worst_rows(st), left=(1, 7))]  # fmt: skip
@@ -414,7 +419,7 @@ def write_report(
                    "disagreement.", ""]  # fmt: skip
             for name, rel, cap in mine:
                 h.append(f"<figure>{img_tag(rel, name)}<figcaption>{_h(cap)}</figcaption></figure>")
-                md += [f"![{name}]({rel})", "", f"*{cap}*", ""]
+                md += [f"![{md_text(name)}]({rel})", "", f"*{md_text(cap)}*", ""]
     h.append("</body></html>")
 
     texts = {"index.html": "\n".join(h) + "\n", "report.md": "\n".join(md) + "\n"}

@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ...argtypes import add_workers
+from ...argtypes import add_workers, declare_paths
 from ...compute import pool
 from ...errors import KitError
 from ...trees.jsonfiles import write_json
@@ -429,4 +429,5 @@ def register(sub) -> None:
         default="nonzero",
         help="ground-truth foreground rule (default 'nonzero': any object id)",
     )
+    declare_paths(p, reads=("gt", "pred", "meta"), writes=("json",))
     p.set_defaults(func=run)

@@ -162,7 +162,7 @@ def run(args) -> int:
 
 def register(sub) -> None:
 
-    from ...argtypes import add_workers, count
+    from ...argtypes import add_workers, count, declare_paths
 
     p = sub.add_parser(
         "report",
@@ -182,4 +182,5 @@ def register(sub) -> None:
     p.add_argument("--sheets", type=count, default=3, help="worst expressions shown per node")
     p.add_argument("--title", help="a line under the heading (default: none)")
     add_workers(p)
+    declare_paths(p, reads=("metrics", "gt", "overlay:1", "meta", "images"), writes=("out",))
     p.set_defaults(func=run)

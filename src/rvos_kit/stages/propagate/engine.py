@@ -22,6 +22,7 @@ from ...trees.masktree import (
 )
 from ...trees.meta import Meta, load_meta
 from ...trees.sidefiles import read_key_frames
+from ...trees.staging import check_outputs
 from .frames import VideoFrames, check_images
 from .resume import pending, resume_key, start_or_resume
 
@@ -113,11 +114,8 @@ def select_videos(meta: Meta, names) -> Meta:
 def check_inputs(images: Path, annotations: Path, keyframes: Path, meta: Meta, out: Path):
     """Everything checkable before work starts (names, key frames, JPEGs, no overlap of
     the output with an input); returns the key frames."""
-    out_abs = out.resolve()
-    for name, p in (("--annotations", annotations), ("--images", images)):
-        p_abs = p.resolve()
-        if out_abs == p_abs or p_abs in out_abs.parents or out_abs in p_abs.parents:
-            raise KitError(f"{out}: output overlaps the {name} tree {p}; choose another --out")
+    check_outputs([("--annotations", str(annotations)), ("--images", str(images)),
+                   ("--keyframes", str(keyframes))], [("--out", str(out))])  # fmt: skip
     keys = read_key_frames(keyframes, meta)
     check_tree(annotations, meta)
     check_images(images, meta)

@@ -6,10 +6,11 @@ task's child runs), through :func:`~rvos_kit.stages.propagate.engine.propagate`.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
-from ...argtypes import add_video_selection, positive_int
+from ...argtypes import add_video_selection, declare_paths, non_negative, positive_int
 from ...errors import KitError
 from ...trees.meta import load_meta
 from ...trees.staging import held_output
@@ -28,7 +29,7 @@ def _scales(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(
             f"not a comma-separated list of numbers: {text!r}"
         ) from None
-    if not values or any(not v > 0 for v in values):
+    if not values or any(not (math.isfinite(v) and v > 0) for v in values):
         raise argparse.ArgumentTypeError(f"scales must be positive numbers: {text!r}")
     return values
 
@@ -247,7 +248,7 @@ def register(sub) -> None:
     )
     g.add_argument(
         "--max-long-side",
-        type=float,
+        type=non_negative,
         default=PUBLISHED_MAX_LONG_SIDE,
         help="limit on the frame's long side before scaling (default 1040; 0 = none)",
     )
@@ -291,4 +292,6 @@ def register(sub) -> None:
         default=640,
         help="long side of the frames the flow is computed on (default 640)",
     )
+    declare_paths(p, reads=("images", "annotations", "keyframes", "meta", "checkpoint"),
+                  writes=("out",))  # fmt: skip
     p.set_defaults(func=run)

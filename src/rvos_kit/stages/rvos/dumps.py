@@ -21,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+from ...argtypes import declare_paths
 from ...errors import KitError
 from ...trees.jsonfiles import write_json
 from ...trees.masktree import StagedTree, write_mask
@@ -334,4 +335,5 @@ def register(sub) -> None:
         default="pil",
         help="PNG encoder: pil = the published bytes (default), fast = same pixels",
     )
+    declare_paths(p, reads=("dumps", "meta"), writes=("out",))
     p.set_defaults(func=run_import_pth)

@@ -18,6 +18,7 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
+from ...argtypes import declare_paths
 from ...errors import KitError
 from ...trees.files import atomic_write_bytes
 from ...trees.masktree import StagedTree, check_tree, png_header
@@ -230,4 +231,5 @@ def register(sub) -> None:
         metavar="PREFIX",
         help="folder inside the zip holding <video>/<exp_id>/<frame>.png, when it has several",
     )
+    declare_paths(z, reads=("zip", "meta"), writes=("out",))
     z.set_defaults(func=run_import_zip)

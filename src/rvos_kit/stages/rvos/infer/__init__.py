@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ....argtypes import declare_paths
 from .core import (
     DEVICES,
     MODELS,
@@ -232,6 +233,8 @@ def register(sub) -> None:
     p.add_argument(
         "--keep-dumps", metavar="DIR", help="keep each chunk's upstream .pth here (debug, tests)"
     )
+    declare_paths(p, reads=("meta", "images", "upstream", "checkpoint", "pretrained"),
+                  writes=("out",), writes_into=("keep_dumps",))  # fmt: skip
     p.set_defaults(func=run_infer)
 
     m = sub.add_parser(
@@ -244,4 +247,5 @@ def register(sub) -> None:
     m.add_argument("--meta", required=True)
     m.add_argument("--out", required=True)
     add_video_selection(m, "the videos the shards cover (default: all of meta)")
+    declare_paths(m, reads=("shards", "meta"), writes=("out",))
     m.set_defaults(func=run_merge)
