@@ -17,7 +17,8 @@ fetch
     destination (``.<name>.part``); its size and sha256 are checked against the lock, and
     its content against what the path says (:mod:`rvos_kit.artifacts.content`: a
     checkpoint is a PyTorch checkpoint, a zip a complete Annotations zip, never an HTML
-    sign-in page), and only then is it renamed into place. A mismatch deletes the temp
+    sign-in page; checked whenever the lock has no sha256 to vouch for the bytes), and
+    only then is it renamed into place. A mismatch deletes the temp
     file and leaves any existing file untouched; ``--record`` never pins a file that fails
     the content check. Whatever failed is listed at the end by cause (no network, HTTP
     status, not the file, hash mismatch, manual, unverified) with the next step: where to
@@ -192,7 +193,8 @@ def fetch_one(a: Artifact, dest: Path, record: bool, gdrive_ep=None, hf_ep=None)
         msg = _mismatch_msg(a, Path(f"{url} (downloaded)"), sha, size) + _looks(tmp)
         _discard(tmp)
         return Outcome("mismatch", msg + ": temp file deleted, nothing placed", cause="mismatch")
-    why = content.problem(tmp, kind)
+    # a matching pinned sha256 vouches for the bytes; without one, the content must
+    why = content.problem(tmp, kind) if a.sha256 is None else None
     if why:
         _discard(tmp)
         return Outcome(
