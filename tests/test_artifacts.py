@@ -206,6 +206,16 @@ def test_committed_lock_lists_every_artifact_and_round_trips():
     assert buf.getvalue() == text
 
 
+def test_lock_used_by_names_stages_the_pipelines_have():
+    """`fetch --used-by STAGE` takes DVC stage names: every used_by of the committed lock
+    is a stage of dvc.yaml or audit/dvc.yaml."""
+    stages = set()
+    for f in ("dvc.yaml", "audit/dvc.yaml"):
+        stages |= set(yaml.safe_load((REPO / f).read_text())["stages"])
+    lock = lockfile.load_lock(REPO / "checkpoints.lock")
+    assert {u for a in lock.artifacts for u in a.used_by} <= stages
+
+
 @pytest.mark.parametrize(
     "bad, msg",
     [

@@ -98,3 +98,10 @@ def test_dvc_metrics_and_params_diff_are_clean_in_a_clone(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "failed to load" not in r.stdout + r.stderr
     assert "demo/outputs/metrics/final.json" in r.stdout
+    # dvc params diff names the changed key of the params file it belongs to
+    p = repo / "demo/params.yaml"
+    p.write_text(p.read_text().replace("pair_threshold: 4", "pair_threshold: 3", 1))
+    r = run(str(BIN / "dvc"), "params", "diff")
+    assert r.returncode == 0, r.stderr
+    assert "demo/params.yaml" in r.stdout and "pair_threshold" in r.stdout
+    assert "failed to load" not in r.stdout + r.stderr
