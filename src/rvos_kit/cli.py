@@ -58,6 +58,9 @@ def register_verbs(sub) -> list[tuple[str, tuple[str, ...], list[str]]]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rvos-kit",
+        usage="%(prog)s <verb> [options]    (%(prog)s <verb> --help: one verb's options)\n"
+        "       %(prog)s --version\n"
+        "       %(prog)s --params PARAMS --node STAGE <verb> ...    (in generated dvc.yaml)",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
