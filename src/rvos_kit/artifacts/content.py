@@ -175,8 +175,9 @@ def _zip_ok(path: Path, head: bytes) -> bool:
     infos, _ = _zip_listing(path)
     if infos is None:
         return False
+    # masks somewhere at <video>/<exp_id>/<frame>.png; import-zip sorts out the nesting
     pngs = [i.filename for i in infos if i.filename.lower().endswith(".png")]
-    return bool(pngs) and all(len(n.strip("/").split("/")) >= 3 for n in pngs)
+    return any(len(n.replace("\\", "/").strip("/").split("/")) >= 3 for n in pngs)
 
 
 def _json_ok(path: Path, head: bytes) -> bool:
