@@ -37,7 +37,7 @@ def annotations_zip(top: str = "Annotations") -> bytes:
         for v in ("v0", "v1"):
             for f in range(3):
                 png = io.BytesIO()
-                Image.fromarray((np.eye(16, dtype=np.uint8) * 255)).save(png, format="PNG")
+                Image.fromarray(np.eye(16, dtype=np.uint8) * 255).save(png, format="PNG")
                 zf.writestr(f"{top}/{v}/0/{f:05d}.png", png.getvalue())
     return buf.getvalue()
 

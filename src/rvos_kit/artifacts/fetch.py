@@ -15,16 +15,17 @@ fetch
     released trees and checkpoints, with its own lock and download folder), or the
     whole lock. Each artifact not already present goes to a temp file beside its
     destination (``.<name>.part``); its size and sha256 are checked against the lock, and
-    its content against what the path says (:mod:`rvos_kit.artifacts.content`: a
-    checkpoint is a PyTorch checkpoint, a zip a complete Annotations zip, never an HTML
-    sign-in page; checked whenever the lock has no sha256 to vouch for the bytes), and
-    only then is it renamed into place. A mismatch deletes the temp
-    file and leaves any existing file untouched; ``--record`` never pins a file that fails
-    the content check. Whatever failed is listed at the end by cause (no network, HTTP
-    status, not the file, hash mismatch, manual, unverified) with the next step: where to
-    get the file by hand, where to save it, and the ``rvos-kit verify`` that checks it. An interrupted plain-HTTP download keeps its temp file and
-    the next fetch continues it with a ``Range`` request, only when the server gave a
-    strong validator (``If-Range`` then guards against a file that changed meanwhile);
+    its content against what the path says (a checkpoint is a PyTorch checkpoint, a zip
+    a complete Annotations zip, never an HTML sign-in page; checked whenever the lock
+    has no sha256 to vouch for the bytes), and only then is it renamed into place. A
+    mismatch deletes the temp file and leaves any existing file untouched; ``--record``
+    never pins a file that fails the content check. Whatever failed is listed at the end
+    by cause (no network, HTTP status, not the file, hash mismatch, manual, unverified)
+    with the next step: where to get the file by hand, where to save it, and the
+    ``rvos-kit verify`` that checks it. An interrupted plain-HTTP download keeps its temp
+    file and the next fetch continues it with a ``Range`` request, only when the server
+    gave a strong validator (``If-Range`` then guards against a file that changed
+    meanwhile);
     without one it starts over. Google-Drive ids go through gdown; Hugging Face files
     through their ``resolve`` URL. A null sha256 in the lock means the bytes are not
     pinned yet: ``--record`` writes the hashes (and the Hugging Face commit) of first

@@ -64,6 +64,8 @@ def stage_name(stage: str) -> str:
     """A model's inference stage by its DVC name, ``rvos_<model>``; the older
     ``infer_<model>`` (runner.stages, ``run --stage``) still means the same stage."""
     return "rvos_" + stage[len("infer_") :] if stage.startswith("infer_") else stage
+
+
 # Set in both images: a `rvos-kit run` inside a container runs natively there.
 IN_CONTAINER_ENV = "RVOS_KIT_IN_CONTAINER"
 
