@@ -73,4 +73,8 @@ def target_stages(pl, stage=None, model=None, guard=None) -> list[str] | None:
                 f"{pl.params_path}: no stage {t!r}; stages: "
                 + ", ".join(n for n in pl.stages if not _is_preflight(n))
             )
-    return upstream(pl, targets)
+    guards = [t for t in targets if _is_preflight(t)]  # a preflight stage: what it guards
+    names = upstream(pl, [t for t in targets if not _is_preflight(t)])
+    for g in guards:
+        names += [n for n in guarded_by(pl, g) if n not in names]
+    return names
