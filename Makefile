@@ -21,7 +21,9 @@ ONE_RAY := $(PY) -m rvos_kit.compute.scale --
 	reproduce audit dag images base-image readme
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort \
+	  | sed -e 's|$$(VENV)|$(VENV)|g' -e 's|$$(UPSTREAM_VENV)|$(UPSTREAM_VENV)|g'
+	@echo "(VENV=$(VENV), UPSTREAM_VENV=$(UPSTREAM_VENV); set either on the command line)"
 
 $(STAMP): pyproject.toml setup.py src/rvos_kit/trees/_unfilter.c constraints.txt requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +48,7 @@ upstream-venv: $(UPSTREAM_STAMP) ## create $(UPSTREAM_VENV): the published model
 test: $(STAMP) $(UPSTREAM_STAMP) ## run the test suite (creates both environments first)
 	RVOS_UPSTREAM_PYTHON=$(abspath $(UPSTREAM_VENV))/bin/python $(PY) -m pytest -q $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff on the code
+lint: $(STAMP) ## ruff check + ruff format --check on the code, hadolint on the Dockerfiles
 	$(VENV)/bin/ruff check src tests bench tools
 	$(VENV)/bin/ruff format --check src tests bench tools
 	$(VENV)/bin/hadolint docker/rvos.Dockerfile docker/uninext.Dockerfile
@@ -87,11 +89,12 @@ reproduce: $(STAMP) ## the real pipeline (params.yaml): checks inputs, then dvc 
 	$(RUN) rvos-kit dag --params params.yaml
 	$(RUN) dvc repro dvc.yaml
 
-audit: $(STAMP) ## download the released trees (first use: RECORD=1 pins their hashes), recompute stage 2 and compare
+audit: $(STAMP) ## recompute stage 2 from the authors' released trees and compare (needs the test split's meta and frames; downloads the released zips; first use: RECORD=1)
+	@$(RUN) rvos-kit preflight --params audit/params.yaml --skip-downloads || { \
+	  echo "audit: stopped before downloading anything: the audit needs what is listed above."; exit 1; }
 	@$(RUN) rvos-kit fetch --params audit/params.yaml $(if $(RECORD),--record) || { \
-	  echo "audit: downloads not verified. If the lines above say UNVERIFIED, checkpoints.lock"; \
-	  echo "has no sha256 for them yet: 'make audit RECORD=1' downloads them and pins the hashes"; \
-	  echo "it got (trust on first use; commit checkpoints.lock afterwards)."; exit 1; }
+	  echo "audit: the released zips are not all here and verified; the lines above say why,"; \
+	  echo "by cause, and what to do next (with make, RECORD=1 adds --record to that fetch)."; exit 1; }
 	@$(RUN) rvos-kit preflight --params audit/params.yaml
 	$(RUN) rvos-kit dag --params audit/params.yaml
 	$(RUN) dvc repro audit/dvc.yaml || { echo "audit: disagreements found, see audit/outputs/report/index.html"; exit 1; }

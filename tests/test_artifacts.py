@@ -121,6 +121,17 @@ def payload(n: int, seed: int = 0) -> bytes:
     return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
 
 
+def torch_ckpt(n: int, seed: int = 0, legacy: bool = False) -> bytes:
+    """A real PyTorch checkpoint (``torch.save``) of about ``n`` bytes."""
+    import numpy as np
+    import torch
+
+    w = torch.from_numpy(np.random.default_rng(seed).standard_normal(n // 4, dtype=np.float32))
+    buf = io.BytesIO()
+    torch.save({"model": {"w": w}}, buf, _use_new_zipfile_serialization=not legacy)
+    return buf.getvalue()
+
+
 LOCK_HEAD = "# test lock: comments must survive --record\nversion: 1\nartifacts:\n"
 
 
@@ -195,6 +206,16 @@ def test_committed_lock_lists_every_artifact_and_round_trips():
     assert buf.getvalue() == text
 
 
+def test_lock_used_by_names_stages_the_pipelines_have():
+    """`fetch --used-by STAGE` takes DVC stage names: every used_by of the committed lock
+    is a stage of dvc.yaml or audit/dvc.yaml."""
+    stages = set()
+    for f in ("dvc.yaml", "audit/dvc.yaml"):
+        stages |= set(yaml.safe_load((REPO / f).read_text())["stages"])
+    lock = lockfile.load_lock(REPO / "checkpoints.lock")
+    assert {u for a in lock.artifacts for u in a.used_by} <= stages
+
+
 @pytest.mark.parametrize(
     "bad, msg",
     [
@@ -226,8 +247,8 @@ def test_unknown_name_and_stage_selection(tmp_path, capsys, server):
     server.files["/b"] = b"B"
     lock = write_lock(
         tmp_path,
-        entry("a", "url", "a.bin", sha(b"A"), 1, url=f"{server.url}/a"),
-        entry("b", "url", "b.bin", sha(b"B"), 1, url=f"{server.url}/b").replace(
+        entry("a", "url", "a.dat", sha(b"A"), 1, url=f"{server.url}/a"),
+        entry("b", "url", "b.dat", sha(b"B"), 1, url=f"{server.url}/b").replace(
             "stage_a", "stage_b"
         ),
     )
@@ -235,7 +256,7 @@ def test_unknown_name_and_stage_selection(tmp_path, capsys, server):
     assert "no artifact named 'nope'" in capsys.readouterr().err
     assert fetch(lock, "--used-by", "stage_b") == 0
     assert server.paths() == ["/b"]
-    assert not (tmp_path / "dest" / "a.bin").exists()
+    assert not (tmp_path / "dest" / "a.dat").exists()
 
 
 # ----------------------------------------------------------------------------- url source
@@ -243,10 +264,10 @@ def test_fetch_good_download_then_skip(tmp_path, server):
     data = payload(300_000)
     server.files["/w.pth"] = data
     lock = write_lock(
-        tmp_path, entry("w", "url", "ck/w.pth", sha(data), len(data), url=f"{server.url}/w.pth")
+        tmp_path, entry("w", "url", "ck/w.dat", sha(data), len(data), url=f"{server.url}/w.pth")
     )
     assert fetch(lock) == 0
-    target = tmp_path / "dest" / "ck" / "w.pth"
+    target = tmp_path / "dest" / "ck" / "w.dat"
     assert target.read_bytes() == data
     assert leftovers(tmp_path / "dest") == []
     assert fetch(lock) == 0  # present and verified: no request
@@ -258,12 +279,12 @@ def test_wrong_hash_refused_nothing_placed(tmp_path, server, capsys):
     data = payload(50_000)
     server.files["/w.pth"] = data
     lock = write_lock(
-        tmp_path, entry("w", "url", "w.pth", sha(b"other"), len(data), url=f"{server.url}/w.pth")
+        tmp_path, entry("w", "url", "w.dat", sha(b"other"), len(data), url=f"{server.url}/w.pth")
     )
     assert fetch(lock) == 1
     out = capsys.readouterr().out
     assert "MISMATCH" in out and "nothing placed" in out
-    assert not (tmp_path / "dest" / "w.pth").exists()
+    assert not (tmp_path / "dest" / "w.dat").exists()
     assert leftovers(tmp_path / "dest") == []
 
 
@@ -271,11 +292,11 @@ def test_existing_good_file_untouched_when_lock_moves_on(tmp_path, server, capsy
     """The lock now pins other bytes: the present file is refused, not replaced."""
     old, new = payload(10_000, 1), payload(10_000, 2)
     server.files["/w.pth"] = new
-    target = tmp_path / "dest" / "w.pth"
+    target = tmp_path / "dest" / "w.dat"
     target.parent.mkdir(parents=True)
     target.write_bytes(old)
     lock = write_lock(
-        tmp_path, entry("w", "url", "w.pth", sha(new), len(new), url=f"{server.url}/w.pth")
+        tmp_path, entry("w", "url", "w.dat", sha(new), len(new), url=f"{server.url}/w.pth")
     )
     assert fetch(lock) == 1
     assert "left untouched" in capsys.readouterr().out
@@ -288,10 +309,10 @@ def test_size_announced_differs_refused_before_download(tmp_path, server):
     data = payload(20_000)
     server.files["/w.pth"] = data
     lock = write_lock(
-        tmp_path, entry("w", "url", "w.pth", sha(data), len(data) + 1, url=f"{server.url}/w.pth")
+        tmp_path, entry("w", "url", "w.dat", sha(data), len(data) + 1, url=f"{server.url}/w.pth")
     )
     assert fetch(lock) == 1
-    assert not (tmp_path / "dest" / "w.pth").exists()
+    assert not (tmp_path / "dest" / "w.dat").exists()
     assert leftovers(tmp_path / "dest") == []
 
 
@@ -301,12 +322,12 @@ def test_truncated_transfer_then_resume_with_range(tmp_path, server, capsys):
     server.files["/w.pth"] = data
     server.truncate["/w.pth"] = cut
     lock = write_lock(
-        tmp_path, entry("w", "url", "w.pth", sha(data), len(data), url=f"{server.url}/w.pth")
+        tmp_path, entry("w", "url", "w.dat", sha(data), len(data), url=f"{server.url}/w.pth")
     )
     assert fetch(lock) == 1
     assert "closed the connection" in capsys.readouterr().out
-    target = tmp_path / "dest" / "w.pth"
-    part = tmp_path / "dest" / ".w.pth.part"
+    target = tmp_path / "dest" / "w.dat"
+    part = tmp_path / "dest" / ".w.dat.part"
     assert not target.exists()
     assert part.read_bytes() == data[:cut]  # the received prefix, kept for resume
 
@@ -324,17 +345,17 @@ def test_resume_restarts_when_server_ignores_range_or_file_changed(tmp_path, ser
     data = payload(200_000, 3)
     server.files["/w.pth"] = data
     lock = write_lock(
-        tmp_path, entry("w", "url", "w.pth", sha(data), len(data), url=f"{server.url}/w.pth")
+        tmp_path, entry("w", "url", "w.dat", sha(data), len(data), url=f"{server.url}/w.pth")
     )
     server.truncate["/w.pth"] = 5000
     assert fetch(lock) == 1
     del server.truncate["/w.pth"]
     server.no_range.add("/w.pth")  # 200 + whole body: the partial file must not be kept
     assert fetch(lock) == 0
-    assert (tmp_path / "dest" / "w.pth").read_bytes() == data
+    assert (tmp_path / "dest" / "w.dat").read_bytes() == data
 
     # a partial of an older version: If-Range fails, the server sends the new file whole
-    (tmp_path / "dest" / "w.pth").unlink()
+    (tmp_path / "dest" / "w.dat").unlink()
     server.no_range.clear()
     server.files["/w.pth"] = payload(200_000, 4)[:5000] + data[5000:]
     server.truncate["/w.pth"] = 5000
@@ -342,12 +363,12 @@ def test_resume_restarts_when_server_ignores_range_or_file_changed(tmp_path, ser
     server.files["/w.pth"] = data
     del server.truncate["/w.pth"]
     assert fetch(lock) == 0
-    assert (tmp_path / "dest" / "w.pth").read_bytes() == data
+    assert (tmp_path / "dest" / "w.dat").read_bytes() == data
     assert server.requests[-1][1].get("Range") == "bytes=5000-"
 
 
 def test_http_error_reported(tmp_path, server, capsys):
-    lock = write_lock(tmp_path, entry("w", "url", "w.pth", url=f"{server.url}/missing"))
+    lock = write_lock(tmp_path, entry("w", "url", "w.dat", url=f"{server.url}/missing"))
     assert fetch(lock) == 1
     assert "HTTP 404" in capsys.readouterr().out
 
@@ -356,7 +377,7 @@ def test_http_error_reported(tmp_path, server, capsys):
 def test_record_fills_lock_keeps_comments_and_then_guards(tmp_path, server, capsys):
     data = payload(40_000, 5)
     server.files["/w.pth"] = data
-    lock = write_lock(tmp_path, entry("w", "url", "w.pth", url=f"{server.url}/w.pth"))
+    lock = write_lock(tmp_path, entry("w", "url", "w.dat", url=f"{server.url}/w.pth"))
     before = lock.read_text()
 
     # plain fetch: placed, loudly unverified (exit 1: exit 0 means verified), lock untouched
@@ -379,7 +400,7 @@ def test_record_fills_lock_keeps_comments_and_then_guards(tmp_path, server, caps
     assert server.paths() == ["/w.pth"]
 
     # now pinned: a tampered file fails verify, a new download of other bytes is refused
-    target = tmp_path / "dest" / "w.pth"
+    target = tmp_path / "dest" / "w.dat"
     target.write_bytes(data[:-1] + b"\0")
     assert verify(lock) == 1
     target.unlink()
@@ -390,7 +411,7 @@ def test_record_fills_lock_keeps_comments_and_then_guards(tmp_path, server, caps
 
 
 def test_hf_resolve_redirect_and_record_pins_commit(tmp_path, server, monkeypatch, capsys):
-    data = payload(30_000, 7)
+    data = torch_ckpt(30_000, 7, legacy=True)  # what roberta-base's 2019 file is
     commit = "0123456789abcdef0123456789abcdef01234567"
     server.files["/cdn/blob"] = data
     server.redirects["/org/model/resolve/main/pytorch_model.bin"] = (
@@ -448,7 +469,7 @@ def test_gdrive_url_is_a_drive_download_for_gdown(monkeypatch):
 
 def test_gdrive_through_gdown_against_local_server(tmp_path, server, monkeypatch, capsys):
     fid = "1abcDEF_ghi-JKL0123456789"
-    data = payload(70_000, 8)
+    data = torch_ckpt(70_000, 8)
     server.files[f"/uc?id={fid}&export=download"] = data
     monkeypatch.setenv(lockfile.GDRIVE_ENDPOINT_ENV, server.url)
     good = entry("g", "gdrive", "g/ck.pth", sha(data), len(data), id=fid)
@@ -500,27 +521,27 @@ def test_verify_exit_codes(tmp_path, capsys):
     a, b = b"aaaa", b"bbbb"
     lock = write_lock(
         tmp_path,
-        entry("a", "url", "a.bin", sha(a), 4, url="http://h/a"),
-        entry("b", "url", "b.bin", url="http://h/b"),
+        entry("a", "url", "a.dat", sha(a), 4, url="http://h/a"),
+        entry("b", "url", "b.dat", url="http://h/b"),
     )
     d = tmp_path / "dest"
     d.mkdir()
     assert verify(lock) == 0  # all missing: reported, not a mismatch
     assert verify(lock, "--strict") == 1
-    (d / "a.bin").write_bytes(a)
-    (d / "b.bin").write_bytes(b)
+    (d / "a.dat").write_bytes(a)
+    (d / "b.dat").write_bytes(b)
     assert verify(lock) == 1  # b is present but nothing verifies it
     out = capsys.readouterr().out
     assert "unrecorded b: sha256 " + sha(b) in out
     assert verify(lock, "--strict") == 1  # b has no recorded hash
     assert verify(lock, "a", "--strict") == 0
-    (d / "a.bin").write_bytes(b"aaab")
+    (d / "a.dat").write_bytes(b"aaab")
     assert verify(lock) == 1
     assert "MISMATCH" in capsys.readouterr().out
 
 
 def test_update_lock_conflict_writes_nothing(tmp_path):
-    lock = write_lock(tmp_path, entry("a", "url", "a.bin", sha(b"a"), 1, url="http://h/a"))
+    lock = write_lock(tmp_path, entry("a", "url", "a.dat", sha(b"a"), 1, url="http://h/a"))
     before = lock.read_text()
     with pytest.raises(KitError, match="changed while fetching"):
         lockfile.update_lock(lock, {"a": {"sha256": sha(b"b")}})

@@ -171,7 +171,7 @@ def test_readme_table_matches_the_metrics_files():
 def test_readme_generator_follows_its_inputs(tmp_path):
     """Change a metrics value and a stage count in a copy: the rendered README changes."""
     files = [*(REPO / "demo/outputs/metrics").iterdir(), *(REPO / "bench/results").glob("*")]
-    files += [REPO / f for f in ("demo/params.yaml", "demo/dvc.yaml", "dvc.yaml",
+    files += [REPO / f for f in ("demo/params.yaml", "params.yaml", "demo/dvc.yaml", "dvc.yaml",
                                  "audit/dvc.yaml", "checkpoints.lock")]  # fmt: skip
     for f in (str(x.relative_to(REPO)) for x in files):
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
@@ -189,3 +189,70 @@ def test_readme_generator_follows_its_inputs(tmp_path):
     n = len(__import__("yaml").safe_load((REPO / "dvc.yaml").read_text())["stages"])
     assert f"`dvc.yaml` {n + 1}," in out
     assert "    extra.py        A planted stage\n" in out  # the package map follows the tree
+
+
+# ----------------------------------------------------------------------------- doc claims
+WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+         "eight": 8, "nine": 9, "ten": 10}  # fmt: skip
+
+
+def _stages_of(f: str) -> list[str]:
+    import yaml
+
+    return list(yaml.safe_load((REPO / f).read_text())["stages"])
+
+
+def test_scale_doc_counts_the_propagations_dvc_yaml_has():
+    text = (REPO / "docs/scale.md").read_text()
+    m = re.search(r"The (\w+) AOT/DeAOT propagations of `dvc.yaml` \((\w+) AOT, (\w+) DeAOT", text)
+    assert m, "docs/scale.md: the propagation count sentence moved"
+    names = _stages_of("dvc.yaml")
+    aot = [n for n in names if n.startswith("propagate_aot_")]
+    deaot = [n for n in names if n.startswith("propagate_deaot_")]
+    assert [WORDS[w] for w in m.groups()] == [len(aot) + len(deaot), len(aot), len(deaot)]
+
+
+def test_inference_doc_states_the_chunk_sizes_in_use():
+    import yaml
+
+    text = (REPO / "docs/inference.md").read_text()
+    chunk = yaml.safe_load((REPO / "params.yaml").read_text())["infer"]["chunk_videos"]
+    assert f"`infer.chunk_videos: {chunk}`" in text and f"`--chunk-videos {chunk}`" in text
+    infer = build_parser()._subparsers._group_actions[0].choices["infer"]
+    default = next(a.default for a in infer._actions if "--chunk-videos" in a.option_strings)
+    assert f"`--chunk-videos {default}` (default)" in text and f"(default {default})" in text
+
+
+def test_artifacts_doc_and_lock_agree_on_what_is_pinned():
+    import yaml
+
+    arts = yaml.safe_load((REPO / "checkpoints.lock").read_text())["artifacts"]
+    revisions = {a["revision"] for a in arts if a["source"] == "hf"}
+    text = " ".join((REPO / "docs/artifacts.md").read_text().split())
+    assert None not in revisions and len(revisions) == 2
+    assert "The two Hugging Face revisions are pinned to commit ids" in text
+    if not any(a.get("sha256") for a in arts):
+        assert "The sha256 and size of every entry are null today" in text
+
+
+def test_no_doc_says_infer_is_not_available():
+    for f in ("demo/params.yaml", "params.yaml", "README.md"):
+        assert "not available yet" not in (REPO / f).read_text(), f
+
+
+def test_readme_counts_the_zips_make_audit_downloads():
+    n = len([s for s in _stages_of("audit/dvc.yaml") if s.startswith("fetch_")])
+    text = " ".join((REPO / "README.md").read_text().split())
+    assert f"it downloads the {n} released zips it compares" in text
+
+
+def test_stage_names_in_docs_are_the_dvc_stage_names():
+    """`--stage X` of `rvos-kit run`, `dvc repro dvc.yaml:X` and `preflight --stage X` in the
+    README and docs name stages of a generated dvc.yaml (one name per stage)."""
+    known = set(_stages_of("dvc.yaml")) | set(_stages_of("audit/dvc.yaml"))
+    known |= set(_stages_of("demo/dvc.yaml"))
+    for f in (REPO / "README.md", *(REPO / "docs").glob("*.md")):
+        text = f.read_text()
+        for m in re.finditer(r"(?:run [^\n`]*--stage|dvc\.yaml:)\s*([a-z][a-z0-9_]+)", text):
+            assert m[1] in known, (f.name, m[0])
+    assert "infer_vit_huge" not in (REPO / "README.md").read_text()

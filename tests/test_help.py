@@ -100,6 +100,12 @@ def test_top_level_help_points_at_the_contract():
     r = subprocess.run([sys.executable, "-m", "rvos_kit", "--help"], capture_output=True,
                        text=True, check=True)  # fmt: skip
     assert "docs/contract.md" in r.stdout and "vote" in r.stdout
+    # the usage line leads with the verb; the stages' --params/--node prefix comes last
+    first = r.stdout.splitlines()[0]
+    assert first.startswith("usage: rvos-kit <verb> [options]") and "--node" not in first
+    r = subprocess.run([sys.executable, "-m", "rvos_kit", "fetch", "--help"],
+                       capture_output=True, text=True, check=True)  # fmt: skip
+    assert r.stdout.startswith("usage: rvos-kit fetch [-h]")  # a verb's own usage is its own
 
 
 def test_top_level_help_lists_every_verb_once_grouped_in_dag_order():

@@ -65,7 +65,7 @@ def test_dag_wires_infer_keyframes_propagation_fusion(tmp_path, split):
     for m in MODELS:
         cmd = st[f"rvos_{m}"]["cmd"]
         prefix = f"rvos-kit --params params.yaml --node rvos_{m} "  # the stale-dvc.yaml guard
-        assert cmd.startswith(f"{prefix}run --stage infer_{m} -- infer --model {m} ")
+        assert cmd.startswith(f"{prefix}run --stage rvos_{m} -- infer --model {m} ")
         assert _opt(cmd, "--split") == split and _opt(cmd, "--meta") == meta
         assert _opt(cmd, "--checkpoint") == f"checkpoints/rvos/{m}.pth"
         assert _opt(cmd, "--out") == f"outputs/rvos/{m}"

@@ -8,7 +8,9 @@ without each piece answers."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -120,23 +122,101 @@ def test_bare_dvc_repro_stops_at_preflight_with_the_list(tmp_path):
     assert r.returncode != 0
     assert out.count("Running stage") == 1 and "Running stage 'preflight'" in out
     assert "cannot run yet" in out and "meta_expressions.json not found" in out
-    assert "rvos-kit fetch --params params.yaml" in out
+    # the dataset's preflight checks the dataset only: each model's needs are its own
+    assert "rvos-kit fetch" not in out and "soc.pth" not in out
     assert "No such file or directory" not in out and "Traceback" not in out
     assert not (repo / "outputs").exists() or not any((repo / "outputs").iterdir())
 
 
-def test_every_stage_is_downstream_of_preflight():
+def test_every_stage_that_reads_from_outside_is_guarded_by_a_preflight_stage():
     for params in ("params.yaml", "demo/params.yaml", "audit/params.yaml"):
         stages = yaml.safe_load(render(REPO / params).split("\n", 2)[2])["stages"]
-        first, *rest = stages
-        assert first == "preflight"
-        out = stages["preflight"]["outs"][0]
-        pf = next(iter(out))
-        outs = [o for s in stages.values() for o in s.get("outs", []) + s.get("metrics", [])]
-        produced = {next(iter(o)) if isinstance(o, dict) else o for o in outs}
-        for name in rest:
-            deps = stages[name].get("deps", [])
-            assert pf in deps or any(d.startswith(o) for d in deps for o in produced - {pf}), name
+        assert next(iter(stages)) == "preflight"
+        outs = {n: [next(iter(o)) if isinstance(o, dict) else o
+                    for o in s.get("outs", []) + s.get("metrics", [])]
+                for n, s in stages.items()}  # fmt: skip
+        guards = {o for n in stages if n.startswith("preflight") for o in outs[n]}
+        produced = {o for n in stages for o in outs[n]} - guards
+        for name, s in stages.items():
+            if name.startswith("preflight"):
+                continue
+            deps = [d for d in s.get("deps", []) if "src/rvos_kit" not in d]
+            outside = [d for d in deps if d not in guards
+                       and not any(d == o or d.startswith(o + "/") for o in produced)]  # fmt: skip
+            if outside or not deps:
+                assert guards & set(deps), (params, name)
+            # a model's own stage is guarded by that model's preflight only
+            if name.startswith("rvos_") and "import-zip" not in s["cmd"]:
+                assert f"outputs/preflight_{name[5:]}.txt" in deps, (params, name)
+    real = yaml.safe_load(render(REPO / "params.yaml").split("\n", 2)[2])["stages"]
+    assert [n for n in real if n.startswith("preflight")] == [
+        "preflight", "preflight_soc", "preflight_mutr", "preflight_referformer_ft",
+        "preflight_vit_huge", "preflight_convnext", "preflight_aot", "preflight_deaot"]  # fmt: skip
+
+
+def _one_model_repo(tmp_path: Path) -> Path:
+    """The real params.yaml with every model imported from a dump, only SOC's dump and
+    the dataset's meta present (tiny, generated), run natively on the CPU."""
+    import torch
+    from conftest import make_meta_dict, write_meta
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    meta = make_meta_dict([2, 1], n_frames=3)
+    write_meta(repo / "data/meta.json", meta)
+    g = torch.Generator().manual_seed(0)
+    dump = {v: {e: {"mask_logits": torch.randn(3, 6, 8, generator=g),
+                    "class_info": torch.rand(3, generator=g).tolist()}
+                for e in entry["expressions"]}
+            for v, entry in meta["videos"].items()}  # fmt: skip
+    (repo / "dumps").mkdir()
+    torch.save(dump, repo / "dumps/soc.pth")
+    p = yaml.safe_load((REPO / "params.yaml").read_text())
+    p["data"] = {"split": "test", "meta": "data/meta.json", "images": "data/JPEGImages",
+                 "gt": None}  # fmt: skip
+    p["paths"].update(code=str(REPO / "src/rvos_kit"), lock=str(REPO / "checkpoints.lock"))
+    p["runner"]["mode"] = "native"
+    p["device"] = "cpu"
+    for m, spec in p["models"].items():
+        spec.update(source="imported", dumps=[f"dumps/{m}.pth"])
+    (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    (repo / "dvc.yaml").write_text(render(repo / "params.yaml"))
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    assert _dvc(repo, "init", "-q").returncode == 0
+    return repo
+
+
+def test_one_model_runs_alone_with_only_its_inputs(tmp_path, capsys):
+    """`dvc repro dvc.yaml:keyframes_soc` checks and runs only SOC's stages: the other
+    models' dumps, the propagation checkpoints and the frames are all missing."""
+    repo = _one_model_repo(tmp_path)
+    params = str(repo / "params.yaml")
+    assert main(["preflight", "--params", params, "--model", "soc"]) == 0
+    assert "every input of rvos_soc, keyframes_soc is present" in capsys.readouterr().out
+    assert main(["preflight", "--params", params, "--model", "mutr"]) == 2
+    err = capsys.readouterr().err
+    assert "dumps/mutr.pth not found" in err and "soc" not in err.replace("rvos-kit", "")
+    assert main(["preflight", "--params", params, "--stage", "propagate_aot_soc"]) == 2
+    err = capsys.readouterr().err
+    assert "aot_swinl" in err and "JPEG frames" in err and "mutr" not in err
+
+    r = _dvc(repo, "repro", "dvc.yaml:keyframes_soc")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    ran = re.findall(r"Running stage '([^']+)'", out)
+    # the dataset's preflight (the meta) and SOC's own; then SOC's two stages
+    assert sorted(ran) == ["keyframes_soc", "preflight", "preflight_soc", "rvos_soc"], out
+    assert ran.index("preflight_soc") < ran.index("rvos_soc") < ran.index("keyframes_soc")
+    assert json.loads((repo / "outputs/key_frames/soc.json").read_text()).keys() == {
+        "vid000", "vid001"}  # fmt: skip
+    assert (repo / "outputs/rvos/soc/Annotations/vid000/1/00005.png").is_file()
+
+    # another model's stages stop at its own preflight, naming its own dump only
+    r = _dvc(repo, "repro", "dvc.yaml:keyframes_mutr")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert re.findall(r"Running stage '([^']+)'", out) == ["preflight_mutr"], out
+    assert "dumps/mutr.pth not found" in out and "soc.pth" not in out
 
 
 def test_fetch_params_gets_everything_a_pipeline_needs(tmp_path, capsys):

@@ -169,3 +169,45 @@ def test_report_and_plot_render_offline_in_headless_chromium(report, tmp_path):
     assert near(plot, BLUE, tol=2) > 1500 and near(plot, GREEN, tol=2) > 1500
     dark = np.all(plot < 90, axis=-1)  # the labels and the axis are drawn
     assert dark[:, :200].sum() > 100
+
+
+def test_overlays_name_the_expression_its_pair_and_the_params_file(tmp_path, capsys):
+    """Sheets say what was referred to (the meta's text), a pair-voted node says why a
+    pair's panels look alike, outlines are drawn over the fills, and the heading names
+    the params file by its path in the repository, not just `params.yaml`."""
+    from rvos_kit.stages.audit.html import OURS_LINE, THEIRS_LINE
+
+    (tmp_path / ".dvc").mkdir()  # the repository root the heading counts from
+    meta_dict = make_meta_dict([2, 3], n_frames=4)
+    meta = write_meta(tmp_path / "meta.json", meta_dict)
+    make_tree(tmp_path / "gt", meta_dict, seed=1, size=(60, 80), density=0.1)
+    make_tree(tmp_path / "final", meta_dict, seed=1, size=(60, 80), density=0.1)
+    for exp in ("0", "1"):  # the pair (0, 1) of vid001 gets one mask: a wrong block
+        for png in (tmp_path / "final/vid001" / exp).glob("*.png"):
+            m = np.array(Image.open(png)) == 255
+            m[5:50, 10:70] = True
+            Image.fromarray(m.astype(np.uint8) * 255, "L").save(png)
+    js = str(tmp_path / "final.json")
+    assert main(["evaluate", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "final"),
+                 "--meta", str(meta), "--json", js, "--workers", "1"]) == 0  # fmt: skip
+    out = tmp_path / "out"
+    base = ["report", js, "--out", str(out), "--gt", str(tmp_path / "gt"), "--meta", str(meta),
+            "--overlay", "final", str(tmp_path / "final"), "--workers", "1"]  # fmt: skip
+    assert main([*base, "--paired", "soc"]) == 2
+    assert "--paired soc: not a node given with --overlay" in capsys.readouterr().err
+    (tmp_path / "demo").mkdir()
+    assert main([*base, "--paired", "final", "--title", "J&F per node",
+                 "--pipeline", str(tmp_path / "demo/params.yaml")]) == 0  # fmt: skip
+    page = (out / "index.html").read_text()
+    assert "<p>demo/params.yaml: J&amp;F per node</p>" in page
+    assert "final fuses expressions in pairs (contract section 6)" in page
+    text0 = meta_dict["videos"]["vid001"]["expressions"]["0"]["exp"]
+    text1 = meta_dict["videos"]["vid001"]["expressions"]["1"]["exp"]
+    assert f"final: vid001/0 &quot;{text0}&quot;" in page
+    assert (
+        f"paired with expression 1 &quot;{text1}&quot;: the pair vote gives both one mask" in page
+    )
+    sheets = [np.array(Image.open(p).convert("RGB")) for p in (out / "img").glob("*.png")]
+    assert sheets
+    assert sum(near(s, OURS_LINE, tol=0) for s in sheets) > 100  # outlines, not fills only
+    assert sum(near(s, THEIRS_LINE, tol=0) for s in sheets) > 100

@@ -360,18 +360,18 @@ def test_no_validator_no_resume_so_no_splice_and_record_pins_the_real_file(tmp_p
     v1, v2 = payload(300_000, 1), payload(300_000, 2)
     http.files["/w.pth"], http.truncate["/w.pth"] = v1, 100_000
     http.no_validator.add("/w.pth")
-    lock = write_lock(tmp_path, entry("w", "url", "w.pth", url=f"{http.url}/w.pth"))
+    lock = write_lock(tmp_path, entry("w", "url", "w.dat", url=f"{http.url}/w.pth"))
     assert _fetch(lock, "--record") == 1  # the transfer breaks
     http.files["/w.pth"] = v2  # the file changes on the server between the tries
     del http.truncate["/w.pth"]
     assert _fetch(lock, "--record") == 0
     assert "Range" not in http.requests[-1][1]  # started over
-    assert (tmp_path / "dest/w.pth").read_bytes() == v2
+    assert (tmp_path / "dest/w.dat").read_bytes() == v2
     import yaml
 
     assert yaml.safe_load(lock.read_text())["artifacts"][0]["sha256"] == sha(v2)
     # the same without --record: still no splice
-    (tmp_path / "dest/w.pth").unlink()
+    (tmp_path / "dest/w.dat").unlink()
     http.files["/w.pth"], http.truncate["/w.pth"] = v1, 100_000
     assert _fetch(lock) == 1
     http.files["/w.pth"] = v2
@@ -385,7 +385,7 @@ def test_record_never_pins_a_resumed_download(tmp_path, http):
 
     data = payload(300_000, 3)
     http.files["/w.pth"], http.truncate["/w.pth"] = data, 100_000  # a strong ETag
-    lock = write_lock(tmp_path, entry("w", "url", "w.pth", url=f"{http.url}/w.pth"))
+    lock = write_lock(tmp_path, entry("w", "url", "w.dat", url=f"{http.url}/w.pth"))
     assert _fetch(lock) == 1
     del http.truncate["/w.pth"]
     assert _fetch(lock, "--record") == 0
@@ -399,7 +399,7 @@ def test_unpinned_entries_make_fetch_and_verify_exit_nonzero(tmp_path, http, cap
     from test_artifacts import entry, write_lock
 
     http.files["/w.pth"] = b"weights"
-    lock = write_lock(tmp_path, entry("w", "url", "w.pth", url=f"{http.url}/w.pth"))
+    lock = write_lock(tmp_path, entry("w", "url", "w.dat", url=f"{http.url}/w.pth"))
     assert _fetch(lock) == 1
     assert "UNVERIFIED" in capsys.readouterr().out
     assert _fetch(lock) == 1  # present, still unpinned

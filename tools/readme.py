@@ -15,6 +15,8 @@ stages      the number of DVC stages of each pipeline: dvc.yaml, demo/dvc.yaml,
             audit/dvc.yaml (written by `rvos-kit dag`)
 fresh-clone the fresh-clone timings: bench/results/fresh-clone.json (bench/fresh_clone.py)
 lock        how many checkpoints.lock entries have a sha256 recorded
+cost        the arithmetic estimate of the real run's work and disk: the stage counts of
+            dvc.yaml times the stated assumptions (COST_ASSUMPTIONS), not a measurement
 package-map the package tree, two levels deep, each module's or folder's summary (the
             first sentence of its docstring), and the verbs grouped in DAG order as
             `rvos-kit --help` lists them (rvos_kit.cli.VERB_GROUPS)
@@ -131,6 +133,13 @@ def fresh_clone(repo: Path) -> str:
             f" DVC skipped {len(skipped)} stages ({_names(skipped)}): their inputs came out "
             "byte-identical to the committed `demo/dvc.lock` and their outputs are committed."
         )
+    now = stage_counts(repo)["demo/dvc.yaml"]
+    if total != now:
+        note += (
+            f" That was commit {r['commit'][:10]}'s demo; the demo has {now} stages today, "
+            "and DVC runs those whose inputs or code differ from the committed "
+            "`demo/dvc.lock`."
+        )
     return (
         f"Measured on a fresh clone on {r['date']} (commit {r['commit'][:10]}; {m['cores']} "
         f"cores, {m['memory']}, Python {m['python']}, 1-minute load {m['load_1min_at_start']} "
@@ -158,6 +167,52 @@ def lock(repo: Path) -> str:
     else:
         state = f"{pinned} of its {len(arts)} entries have a sha256"
     return f"`checkpoints.lock` today: {state}; {manual} are manual downloads.\n"
+
+
+# The assumptions of the cost estimate: only the video count is the dataset's (the test
+# split); the rest are round guesses, printed with the estimate.
+COST_ASSUMPTIONS = {
+    "videos": 305,  # the test split (contract section 1)
+    "frames": 30,  # sampled frames per video: a guess
+    "expressions": 4,  # expressions per video: a guess
+    "png_kb": 4,  # one mask PNG on disk: a guess
+    "rate": 10,  # propagation frame-steps per second per GPU: a guess, not measured
+}
+
+
+def _stage_names(repo: Path, f: str = "dvc.yaml") -> list[str]:
+    return list(yaml.safe_load((repo / f).read_text())["stages"])
+
+
+def cost(repo: Path) -> str:
+    a = COST_ASSUMPTIONS
+    names = _stage_names(repo)
+    prop = next(iter(yaml.safe_load((repo / "params.yaml").read_text())["propagation"].values()))
+    scales = len(prop.get("scales", [1.0]))
+    views = scales * (2 if prop.get("flip") else 1)
+    props = [n for n in names if n.startswith("propagate_")]
+    models = [n for n in names if n.startswith("rvos_")]
+    trees = len(props) + len(models) + len([n for n in names if n.startswith("vote_")])
+    trees += len([n for n in names if n.startswith("audit_") and n.endswith("_trees")])
+    masks = a["videos"] * a["frames"] * a["expressions"]
+    steps = masks * views
+    hours = len(props) * steps / a["rate"] / 3600
+    gb = trees * masks * a["png_kb"] / 1e6
+    return (
+        f"**Estimate, not measured** (assumed: {a['videos']} test videos x {a['frames']} "
+        f"frames x {a['expressions']} expressions = {masks:,} masks per tree; "
+        f"{a['png_kb']} kB per mask PNG; {a['rate']} frame-steps per second per GPU).\n"
+        f"- Propagation: {views} views per mask ({scales} scales x "
+        f"{'plain and flipped' if views > scales else 'plain'}, params.yaml) = "
+        f"{steps:,} frame-steps per `propagate_*` stage; {len(props)} stages = "
+        f"{len(props) * steps:,} frame-steps, about {hours:.0f} GPU-hours at the assumed rate "
+        "(scale it by your measured rate).\n"
+        f"- RVOS inference: {len(models)} `rvos_*` stages, each one pass over the "
+        f"{masks:,} frame-expressions (mutr twice under `compat: challenge2023`, quirk 9.6).\n"
+        f"- Disk: {trees} mask trees in `dvc.yaml` x {masks:,} PNGs x {a['png_kb']} kB = "
+        f"about {gb:.1f} GB under `outputs/`, plus the DVC cache's copy (the same again "
+        "unless the cache links files) and the submission zip (one tree, stored).\n"
+    )
 
 
 PKG_ORDER = ("cli.py", "errors.py", "argtypes.py", "helptext.py", "trees", "compute",
@@ -225,7 +280,7 @@ def package_map(repo: Path) -> str:
 
 
 GENERATORS = {"demo-jf": demo_jf, "stages": stages, "fresh-clone": fresh_clone, "lock": lock,
-              "package-map": package_map}  # fmt: skip
+              "package-map": package_map, "cost": cost}  # fmt: skip
 
 
 def render(text: str, repo: Path = REPO) -> str:

@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="verb", metavar="<verb>", help=argparse.SUPPRESS)
     sub.required = True
+    # set after add_subparsers, which builds each verb's usage prefix from this one
+    parser.usage = (
+        "%(prog)s <verb> [options]    (%(prog)s <verb> --help: one verb's options)\n"
+        "       %(prog)s --version\n"
+        "       %(prog)s --params PARAMS --node STAGE <verb> ...    (in generated dvc.yaml)"
+    )
     groups = register_verbs(sub)
     helps = {a.dest: a.help for a in sub._choices_actions}
     listing = []

@@ -23,11 +23,15 @@ TIMEOUT_S = 60.0
 
 # ----------------------------------------------------------------------------- downloads
 class DownloadFailed(Exception):
-    """A download did not complete; ``keep`` = the partial temp file is worth resuming."""
+    """A download did not complete; ``keep`` = the partial temp file is worth resuming.
+    ``cause``: ``network`` (no answer: DNS, refused, timeout, cut transfer), ``http`` (the
+    server answered with an error status or no file) or ``size`` (it serves another size
+    than the lock records)."""
 
-    def __init__(self, msg: str, keep: bool = False):
+    def __init__(self, msg: str, keep: bool = False, cause: str = "network"):
         super().__init__(msg)
         self.keep = keep
+        self.cause = cause
 
 
 class _RecordRedirects(urllib.request.HTTPRedirectHandler):
@@ -116,7 +120,9 @@ def http_download(
                 _discard(part)
                 offset, validator = 0, None
                 continue
-            raise DownloadFailed(f"HTTP {e.code} {e.reason} from {url}", keep=True) from None
+            raise DownloadFailed(
+                f"HTTP {e.code} {e.reason} from {url}", keep=True, cause="http"
+            ) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             reason = getattr(e, "reason", None) or e
             raise DownloadFailed(f"cannot download {url}: {reason}", keep=True) from None
@@ -146,11 +152,14 @@ def http_download(
                 offset, mode = 0, "wb"
                 total = _int_or_none(final.get("content-length"))
             else:
-                raise DownloadFailed(f"unexpected HTTP {resp.status} from {url}", keep=True)
+                raise DownloadFailed(
+                    f"unexpected HTTP {resp.status} from {url}", keep=True, cause="http"
+                )
             if expected_size is not None and total is not None and total != expected_size:
                 _discard(part)
                 raise DownloadFailed(
-                    f"{url} serves {total} bytes but the lock says {expected_size}: refused"
+                    f"{url} serves {total} bytes but the lock says {expected_size}: refused",
+                    cause="size",
                 )
             remaining = _int_or_none(final.get("content-length"))
             etag = final.get("etag")
@@ -182,7 +191,8 @@ def http_download(
                         _discard(part)
                         raise DownloadFailed(
                             f"{url} sent more than the {expected_size} bytes the lock "
-                            "records: refused"
+                            "records: refused",
+                            cause="size",
                         )
             if remaining is not None and got < remaining:
                 raise DownloadFailed(
@@ -192,7 +202,9 @@ def http_download(
                     keep=True,
                 )
             return info
-    raise DownloadFailed(f"{url}: the server does not answer range requests consistently")
+    raise DownloadFailed(
+        f"{url}: the server does not answer range requests consistently", cause="http"
+    )
 
 
 def _int_or_none(v) -> int | None:
@@ -227,14 +239,20 @@ def gdown_download(url: str, out: Path, expected_size: int | None = None) -> Non
     except _SizeMismatch as e:
         for p in out.parent.glob(f"{glob_escape(out.name)}*.part"):
             p.unlink(missing_ok=True)
-        raise DownloadFailed(str(e)) from None
+        raise DownloadFailed(str(e), cause="size") from None
     except (
         gdown.exceptions.FileURLRetrievalError,
         gdown.exceptions.DownloadError,
-        requests.exceptions.RequestException,
+        requests.exceptions.RequestException,  # an OSError
         OSError,
     ) as e:
-        raise DownloadFailed(f"gdown could not download {url}: {e}", keep=True) from None
+        # no answer at all (DNS, refused, timeout) is the network; the rest the server's
+        offline = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+        http = isinstance(e, requests.exceptions.RequestException) and not isinstance(e, offline)
+        cause = "http" if http or not isinstance(e, OSError) else "network"
+        raise DownloadFailed(
+            f"gdown could not download {url}: {e}", keep=True, cause=cause
+        ) from None
 
 
 def glob_escape(s: str) -> str:

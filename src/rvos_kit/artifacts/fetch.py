@@ -14,11 +14,18 @@ fetch
     (``--used-by``), everything one pipeline reads (``--params params.yaml``: its
     released trees and checkpoints, with its own lock and download folder), or the
     whole lock. Each artifact not already present goes to a temp file beside its
-    destination (``.<name>.part``); its size and sha256 are checked against the lock and
-    only then is it renamed into place. A mismatch deletes the temp file and leaves any
-    existing file untouched. An interrupted plain-HTTP download keeps its temp file and
-    the next fetch continues it with a ``Range`` request, only when the server gave a
-    strong validator (``If-Range`` then guards against a file that changed meanwhile);
+    destination (``.<name>.part``); its size and sha256 are checked against the lock, and
+    its content against what the path says (a checkpoint is a PyTorch checkpoint, a zip
+    a complete Annotations zip, never an HTML sign-in page; checked whenever the lock
+    has no sha256 to vouch for the bytes), and only then is it renamed into place. A
+    mismatch deletes the temp file and leaves any existing file untouched; ``--record``
+    never pins a file that fails the content check. Whatever failed is listed at the end
+    by cause (no network, HTTP status, not the file, hash mismatch, manual, unverified)
+    with the next step: where to get the file by hand, where to save it, and the
+    ``rvos-kit verify`` that checks it. An interrupted plain-HTTP download keeps its temp
+    file and the next fetch continues it with a ``Range`` request, only when the server
+    gave a strong validator (``If-Range`` then guards against a file that changed
+    meanwhile);
     without one it starts over. Google-Drive ids go through gdown; Hugging Face files
     through their ``resolve`` URL. A null sha256 in the lock means the bytes are not
     pinned yet: ``--record`` writes the hashes (and the Hugging Face commit) of first
@@ -48,6 +55,7 @@ from ..argtypes import declare_paths
 from ..errors import KitError
 from ..helptext import verb_section
 from ..trees.digest import sha256_file
+from . import content
 from .download import (
     DownloadFailed,
     _discard,
@@ -65,6 +73,7 @@ from .lock import (
     HF_ENDPOINT_ENV,
     Artifact,
     Lock,
+    browser_url,
     load_lock,
     source_url,
     update_lock,
@@ -74,13 +83,14 @@ from .lock import (
 # ----------------------------------------------------------------------------- fetch
 @dataclass
 class Outcome:
-    status: str  # ok | unrecorded | fetched | missing | mismatch | failed
+    status: str  # ok | unrecorded | fetched | missing | mismatch | failed | refused | unpinned
     message: str = ""
     record: dict = field(default_factory=dict)
+    cause: str = ""  # of a bad outcome: network | http | size | refused | mismatch | ...
 
     @property
     def bad(self) -> bool:
-        return self.status in ("missing", "mismatch", "failed", "unpinned")
+        return self.status in ("missing", "mismatch", "failed", "unpinned", "refused")
 
 
 def part_path(dest_file: Path, kind: str = "part") -> Path:
@@ -111,8 +121,13 @@ def _mismatch_msg(a: Artifact, path: Path, sha: str, size: int) -> str:
     return f"{path}: {got}, but the lock records {want}"
 
 
+def _looks(path: Path) -> str:
+    return f" (the file is {content.describe(path)})"
+
+
 def fetch_one(a: Artifact, dest: Path, record: bool, gdrive_ep=None, hf_ep=None) -> Outcome:
     target = dest / a.path
+    kind = content.expected(a.path)
     if target.is_file():
         status, sha, size = check_file(a, target)
         if status == "ok":
@@ -121,8 +136,16 @@ def fetch_one(a: Artifact, dest: Path, record: bool, gdrive_ep=None, hf_ep=None)
         if status == "mismatch":
             return Outcome(
                 "mismatch",
-                _mismatch_msg(a, target, sha, size) + ": left untouched; delete or move it "
-                "to download again",
+                _mismatch_msg(a, target, sha, size) + _looks(target) + ": left untouched; "
+                "delete or move it to download again",
+                cause="mismatch",
+            )
+        why = content.problem(target, kind)
+        if why:
+            return Outcome(
+                "refused",
+                f"{target} {why}: not pinned; replace it with the real file",
+                cause="refused",
             )
         if record:
             return Outcome("unrecorded", "present", {"sha256": sha, "size": size})
@@ -130,12 +153,15 @@ def fetch_one(a: Artifact, dest: Path, record: bool, gdrive_ep=None, hf_ep=None)
             "unpinned",
             f"present but UNVERIFIED: the lock has no sha256 (this file's is {sha}); pin it "
             f"with `rvos-kit fetch {a.name} --record` (trust on first use)",
+            cause="unpinned",
         )
     if target.exists():
-        return Outcome("failed", f"{target} exists and is not a file")
+        return Outcome("failed", f"{target} exists and is not a file", cause="local")
 
     if a.source == "manual":
-        return Outcome("missing", "manual download:\n" + _indent(a.instructions or ""))
+        return Outcome(
+            "missing", "manual download:\n" + _indent(a.instructions or ""), cause="manual"
+        )
 
     url = source_url(a, gdrive_ep, hf_ep)
     if a.source == "hf" and a.revision is None:
@@ -162,13 +188,22 @@ def fetch_one(a: Artifact, dest: Path, record: bool, gdrive_ep=None, hf_ep=None)
     except DownloadFailed as e:
         if not e.keep:
             _discard(tmp)
-        return Outcome("failed", str(e))
+        return Outcome("failed", str(e), cause=e.cause)
 
     sha, size = sha256_file(tmp, a.name)
     if (a.sha256 is not None and sha != a.sha256) or (a.size is not None and size != a.size):
-        msg = _mismatch_msg(a, Path(f"{url} (downloaded)"), sha, size)
+        msg = _mismatch_msg(a, Path(f"{url} (downloaded)"), sha, size) + _looks(tmp)
         _discard(tmp)
-        return Outcome("mismatch", msg + ": temp file deleted, nothing placed")
+        return Outcome("mismatch", msg + ": temp file deleted, nothing placed", cause="mismatch")
+    # a matching pinned sha256 vouches for the bytes; without one, the content must
+    why = content.problem(tmp, kind) if a.sha256 is None else None
+    if why:
+        _discard(tmp)
+        return Outcome(
+            "refused",
+            f"{url} handed out a file that {why}: deleted, nothing placed or pinned",
+            cause="refused",
+        )
     os.replace(tmp, target)
     _state_path(tmp).unlink(missing_ok=True)
     rec = {}
@@ -185,6 +220,7 @@ def fetch_one(a: Artifact, dest: Path, record: bool, gdrive_ep=None, hf_ep=None)
             "unpinned",
             f"downloaded but UNVERIFIED (no sha256 in the lock): sha256 {sha}; pin it with "
             f"`rvos-kit fetch {a.name} --record` (trust on first use)",
+            cause="unpinned",
         )
     return Outcome("fetched", "verified" if a.sha256 else "downloaded", rec)
 
@@ -223,10 +259,11 @@ def _selection(args) -> tuple[Lock, Path, list[Artifact]]:
 def run_fetch(args) -> int:
     lock, dest, arts = _selection(args)
     updates: dict[str, dict] = {}
-    bad = 0
+    bad: list[tuple[Artifact, Outcome]] = []
     for a in arts:
         out = fetch_one(a, dest, args.record, args.gdrive_endpoint, args.hf_endpoint)
-        bad += out.bad
+        if out.bad:
+            bad.append((a, out))
         print(f"{out.status.upper() if out.bad else out.status:<10} {a.name}: {out.message}")
         if out.record:
             updates[a.name] = out.record
@@ -241,8 +278,92 @@ def run_fetch(args) -> int:
                     file=sys.stderr,
                 )
         print(f"recorded {len(updates)} entr{'y' if len(updates) == 1 else 'ies'} in {lock.path}")
-    print(f"{len(arts) - bad} of {len(arts)} artifacts present" + (f", {bad} not" if bad else ""))
+    n_bad = len(bad)
+    print(
+        f"{len(arts) - n_bad} of {len(arts)} artifacts present" + (f", {n_bad} not" if bad else "")
+    )
+    if bad:
+        print(next_steps(args, dest, bad))
     return 1 if bad else 0
+
+
+# what went wrong, by cause, in the order the next steps are printed
+_CAUSES = {
+    "network": "NO NETWORK? these downloads got no answer from their server (DNS, refused, "
+    "timeout or a cut transfer; the reason is above)",
+    "http": "THE SERVER REFUSED these downloads (an HTTP error status, a sign-in, a Drive "
+    "quota or a moved file; the status is above)",
+    "size": "THE SERVER OFFERS ANOTHER SIZE than the lock records for these (refused before "
+    "anything was kept)",
+    "refused": "NOT THE FILE: these bytes are not what the entry's path says (a web page, "
+    "random or truncated bytes; what they look like is above); nothing was placed or pinned",
+    "mismatch": "HASH MISMATCH: these bytes differ from the sha256 the lock pins (the source "
+    "changed, or the copy is damaged)",
+    "manual": "MANUAL DOWNLOADS (no download link; the instructions are above)",
+    "unpinned": "UNVERIFIED: these files are here but the lock has no sha256 for them",
+    "local": "IN THE WAY: something that is not a file sits at these paths",
+}
+
+
+def _cmd(args, verb: str, names: list[str], *extra: str) -> str:
+    """The command that repeats this selection with another verb."""
+    if args.params:
+        return " ".join(["rvos-kit", verb, "--params", args.params, *extra])
+    sel = [*names]
+    if args.lock != DEFAULT_LOCK:
+        sel += ["--lock", args.lock]
+    if args.dest:
+        sel += ["--dest", args.dest]
+    return " ".join(["rvos-kit", verb, *sel, *extra])
+
+
+def next_steps(args, dest: Path, bad: list[tuple[Artifact, Outcome]]) -> str:
+    """What failed, grouped by cause, each group with its next step: how to place the
+    files by hand and check them (`rvos-kit verify`), or pin them (`--record`)."""
+    lines = ["", "next steps:"]
+    by_cause: dict[str, list[Artifact]] = {}
+    for a, out in bad:
+        by_cause.setdefault(out.cause if out.cause in _CAUSES else "http", []).append(a)
+    for cause, what in _CAUSES.items():
+        arts = by_cause.get(cause)
+        if not arts:
+            continue
+        names = [a.name for a in arts]
+        lines.append(f"  {what}: {', '.join(names)}.")
+        if cause == "unpinned":
+            lines.append(
+                f"    Pin them (trust on first use, then commit the lock): "
+                f"`{_cmd(args, 'fetch', names, '--record')}`"
+            )
+            continue
+        if cause == "mismatch":
+            lines.append(
+                "    Do not re-pin blindly: compare with a trusted copy. A damaged file: "
+                "delete it and fetch again."
+            )
+        if cause == "local":
+            lines.append("    Move it away, then fetch again.")
+            continue
+        if cause in ("network", "http"):
+            lines.append(
+                "    Retry later or on a machine that reaches the servers (the same command), "
+                "or get each file by hand:"
+            )
+        else:
+            lines.append("    Get each file by hand (a browser that is signed in where needed):")
+        for a in arts:
+            where = browser_url(a)
+            lines.append(
+                f"      {a.name}: {where or '(see above)'}\n        -> save as {dest / a.path}"
+            )
+        unpinned = [a.name for a in arts if a.sha256 is None]
+        lines.append(f"    then check them: `{_cmd(args, 'verify', names)}`")
+        if unpinned:
+            lines.append(
+                "    and pin those the lock has no sha256 for (trust on first use): "
+                f"`{_cmd(args, 'fetch', unpinned, '--record')}`"
+            )
+    return "\n".join(lines)
 
 
 def _fmt_record(rec: dict) -> str:
@@ -263,7 +384,9 @@ def run_verify(args) -> int:
         if status == "ok":
             print(f"ok         {a.name}")
         elif status == "mismatch":
-            print(f"MISMATCH   {a.name}: {_mismatch_msg(a, target, sha, size)}")
+            print(f"MISMATCH   {a.name}: {_mismatch_msg(a, target, sha, size)}{_looks(target)}")
+        elif why := content.problem(target, content.expected(a.path)):
+            print(f"unrecorded {a.name}: {target} {why}: replace it with the real file")
         else:
             print(f"unrecorded {a.name}: sha256 {sha}, {size} bytes (fetch --record pins it)")
     print(", ".join(f"{v} {k}" for k, v in counts.items()))

@@ -298,3 +298,15 @@ def source_url(a: Artifact, gdrive_endpoint=None, hf_endpoint=None) -> str | Non
     if a.source == "url":
         return a.url
     return None
+
+
+def browser_url(a: Artifact) -> str | None:
+    """Where a person downloads the entry by hand (always the public site, never a test
+    or mirror endpoint): the Drive file page, the Hugging Face file page, the URL itself,
+    or a manual entry's folder."""
+    if a.source == "gdrive":
+        return f"{DEFAULT_GDRIVE_ENDPOINT}/file/d/{urllib.parse.quote(a.id)}/view"
+    if a.source == "hf":
+        rev = urllib.parse.quote(a.revision or "main", safe="")
+        return f"{DEFAULT_HF_ENDPOINT}/{a.repo}/blob/{rev}/{urllib.parse.quote(a.file)}"
+    return a.url

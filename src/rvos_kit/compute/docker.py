@@ -53,12 +53,20 @@ DEFAULT_IMAGES = {
 }
 DEFAULT_STAGES = {
     "propagate": "rvos",
-    "infer_soc": "rvos",
-    "infer_mutr": "rvos",
-    "infer_referformer_ft": "rvos",
-    "infer_vit_huge": "uninext",
-    "infer_convnext": "uninext",
+    "rvos_soc": "rvos",
+    "rvos_mutr": "rvos",
+    "rvos_referformer_ft": "rvos",
+    "rvos_vit_huge": "uninext",
+    "rvos_convnext": "uninext",
 }
+
+
+def stage_name(stage: str) -> str:
+    """A model's inference stage by its DVC name, ``rvos_<model>``; the older
+    ``infer_<model>`` (runner.stages, ``run --stage``) still means the same stage."""
+    return "rvos_" + stage[len("infer_") :] if stage.startswith("infer_") else stage
+
+
 # Set in both images: a `rvos-kit run` inside a container runs natively there.
 IN_CONTAINER_ENV = "RVOS_KIT_IN_CONTAINER"
 
@@ -146,6 +154,7 @@ def load_settings(params: str | os.PathLike | None) -> Settings:
     if not isinstance(allow, bool):
         raise KitError(f"{where}: runner.allow_mounts_outside_project must be true or false")
     stages = _str_map(r.get("stages", DEFAULT_STAGES), "stages", where)
+    stages = {stage_name(k): v for k, v in stages.items()}
     for stage, key in stages.items():
         if key not in images:
             raise KitError(
@@ -195,8 +204,8 @@ def image_key(settings: Settings, verb: str, args: list[str], stage: str | None)
         return None
     if verb == "propagate" and option_value(args, "--backend") == "flow":
         return None
-    if stage is not None and stage in settings.stages:
-        return settings.stages[stage]
+    if stage is not None and stage_name(stage) in settings.stages:
+        return settings.stages[stage_name(stage)]
     return settings.stages.get(verb)
 
 

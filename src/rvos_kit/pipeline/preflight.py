@@ -9,8 +9,12 @@ checkpoint, pretrained text encoder / backbone, upstream code); and for GPU stag
 (runner.mode: native) or, in runner.mode: docker, the docker command, a running engine,
 the NVIDIA runtime, a GPU (nvidia-smi) and every image the stages run in.
 
-Every generated dvc.yaml starts with a `preflight` stage that runs this, so a bare
-`dvc repro` stops there with the same list.
+Every stage of a generated dvc.yaml that reads something from outside the DAG is guarded
+by a preflight stage that runs this for the stages it guards only (``--for``):
+``preflight_<model>`` for a model's inference or import, ``preflight_<propagation>`` for
+AOT / DeAOT, ``preflight`` for the dataset. A bare `dvc repro` stops there with the list;
+`dvc repro dvc.yaml:keyframes_soc` checks only what SOC's stages read.
+``--stage S`` / ``--model M`` list what one target needs (:mod:`.targets`).
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ class Pipeline:
 
     params_path: Path
     p: dict
-    stages: dict = field(default_factory=dict)  # the generated dvc.yaml stages
+    stages: dict = field(default_factory=dict)  # the generated dvc.yaml stages (or a scope)
     builder: object = None
+    scoped: bool = False  # stages is a part of the DAG: check only what those stages read
 
     @property
     def base(self) -> Path:
@@ -46,6 +51,23 @@ class Pipeline:
         if not path or _produced_by_sample(self.p, path):
             return False
         return not (self.base / path).exists()
+
+    def reads(self, path: str | None) -> bool:
+        """Whether a stage in view reads ``path`` (or something inside it); every path
+        counts when the whole pipeline is in view."""
+        if not path:
+            return False
+        if not self.scoped:
+            return True
+        p = os.path.normpath(path)
+        deps = (os.path.normpath(d) for s in self.stages.values() for d in s.get("deps", []))
+        return any(d == p or d.startswith(p + os.sep) for d in deps)
+
+    def scope(self, names: Iterable[str]) -> Pipeline:
+        """The same pipeline with only the stages ``names`` in view."""
+        keep = set(names)
+        stages = {n: s for n, s in self.stages.items() if n in keep}
+        return Pipeline(self.params_path, self.p, stages, self.builder, scoped=True)
 
     def where(self, path: str) -> str:
         return os.path.normpath(self.base / path)
@@ -94,7 +116,7 @@ def check_data(pl: Pipeline) -> Iterable[str]:
         ("images", "JPEG frames", get),
         ("gt", "ground truth", f"set data.gt: null in {name} if none"),
     ):
-        if pl.missing(data.get(key)):
+        if pl.reads(data.get(key)) and pl.missing(data.get(key)):
             yield f"{what}: {pl.where(data[key])} not found. {how}"
 
 
@@ -128,6 +150,20 @@ def _computed_propagations(pl: Pipeline):
             yield prop, c, "aot_swinl" if c["backend"] == "aot" else "deaot_swinl"
 
 
+def fetch_cmd(pl: Pipeline, names: list[str]) -> str:
+    """The fetch command for ``names``: the whole pipeline's downloads (``--params``), or
+    in a scoped view only the named ones, from the pipeline's lock into its folder."""
+    if not pl.scoped:
+        return f"rvos-kit fetch --params {pl.cmd_path(pl.params_path.name)}"
+    paths = pl.p["paths"]
+    words = ["rvos-kit", "fetch", *names]
+    lock = pl.cmd_path(paths.get("lock", "checkpoints.lock"))
+    dest = pl.cmd_path(paths.get("downloads", "."))
+    words += ["--lock", lock] * (lock != "checkpoints.lock")
+    words += ["--dest", dest] * (dest != "." or lock != "checkpoints.lock")
+    return shlex.join(words)
+
+
 def check_downloads(pl: Pipeline) -> Iterable[str]:
     names = needed_downloads(pl)
     if names:
@@ -140,7 +176,7 @@ def check_downloads(pl: Pipeline) -> Iterable[str]:
         )  # fmt: skip
         yield (
             f"downloads: {len(names)} file(s) of checkpoints.lock not here ({', '.join(names)}). "
-            f"Run `rvos-kit fetch --params {pl.cmd_path(pl.params_path.name)}{record} on a "
+            f"Run `{fetch_cmd(pl, names)}{record} on a "
             "machine that reaches Google Drive / Hugging Face; or place the files, "
             "`rvos-kit verify` checks them)"
         )
@@ -160,13 +196,13 @@ def check_pins(pl: Pipeline) -> Iterable[str]:
         yield (
             f"downloads: {len(names)} file(s) here have no sha256 in checkpoints.lock "
             f"({', '.join(names)}), so nothing verifies them. Pin them (trust on first use) "
-            f"with `rvos-kit fetch --params {pl.cmd_path(pl.params_path.name)} --record`"
+            f"with `{fetch_cmd(pl, names)} --record`"
         )
 
 
 def check_models(pl: Pipeline) -> Iterable[str]:
     for name, m in pl.p["models"].items():
-        if m["source"] == "tree" and pl.missing(m["tree"]):
+        if m["source"] == "tree" and pl.reads(m["tree"]) and pl.missing(m["tree"]):
             yield (
                 f"models.{name} tree: {pl.where(m['tree'])} not found. Point "
                 f"models.{name}.tree at a model folder"
@@ -235,7 +271,7 @@ def check_infer(pl: Pipeline) -> Iterable[str]:
     for m in _infer_models(pl):
         lacks = []
         if settings is not None:
-            image = settings.images.get(settings.stages.get(f"infer_{m}", IMAGES[m]))
+            image = settings.images.get(settings.stages.get(f"rvos_{m}", IMAGES[m]))
             if image and _image_missing(image):
                 lacks.append(f"image {image} (`make images`)")
         ckpt = os.path.join(downloads, pl.builder.lock().get(m).path)
@@ -253,8 +289,9 @@ def check_infer(pl: Pipeline) -> Iterable[str]:
             # unpinned lock entries are fetched only with --record (trust on first use)
             unpinned = any(a.sha256 is None for a in _model_artifacts(pl, [m]))
             yield (
-                f"models.{m} (source: infer) lacks {'; '.join(lacks)}. Files: `rvos-kit fetch "
-                f"--params {pl.cmd_path(pl.params_path.name)}{' --record' * unpinned}` "
+                f"models.{m} (source: infer) lacks {'; '.join(lacks)}. Files: "
+                f"`{fetch_cmd(pl, [a.name for a in _model_artifacts(pl, [m])])}"
+                f"{' --record' * unpinned}` "
                 "(UNINEXT weights: by hand, it prints how)"
             )
 
@@ -330,6 +367,8 @@ def check_scale(pl: Pipeline) -> Iterable[str]:
     """``scale:`` well formed (it is read when the sharded stages run)."""
     from ..compute.scale import scale_settings
 
+    if pl.scoped and not any(n.startswith(("propagate_", "rvos_")) for n in pl.stages):
+        return
     try:
         scale_settings(pl.p, str(pl.params_path))
     except KitError as e:
@@ -361,17 +400,36 @@ def load_pipeline(params_path) -> Pipeline:
     return Pipeline(params_path, p, stages, builder)
 
 
-def missing_inputs(params_path, checks: Iterable[Check] | None = None) -> list[str]:
+DOWNLOAD_CHECKS = (check_downloads, check_pins)
+
+
+def missing_inputs(params_path, checks: Iterable[Check] | None = None, stages=None) -> list[str]:
+    """What is missing for the whole pipeline, or (``stages``) for those stages only."""
     pl = load_pipeline(params_path)
+    if stages is not None:
+        pl = pl.scope(stages)
     return [problem for check in (CHECKS if checks is None else checks) for problem in check(pl)]
 
 
 def run(args) -> int:
-    problems = missing_inputs(args.params)
+    from .targets import target_stages
+
+    pl = load_pipeline(args.params)
+    names = target_stages(pl, args.stage, args.model, args.guard)
+    if names is not None:
+        pl = pl.scope(names)
+    checks = [c for c in CHECKS if not (args.skip_downloads and c in DOWNLOAD_CHECKS)]
+    problems = [problem for check in checks for problem in check(pl)]
+    what = "every input"
+    if args.guard or args.stage or args.model:
+        what = f"every input of {', '.join(names) if names else 'no stage'}"
     if problems:
         lines = "\n".join(f"  - {x}" for x in problems)
-        raise KitError(f"{args.params}: cannot run yet, {len(problems)} missing:\n{lines}")
-    msg = f"{args.params}: every input is present"
+        of = "" if what == "every input" else f" ({what[len('every input of ') :]})"
+        raise KitError(f"{args.params}: cannot run yet{of}, {len(problems)} missing:\n{lines}")
+    msg = f"{args.params}: {what} is present"
+    if args.skip_downloads:
+        msg += " (downloads not checked)"
     if args.out:
         from ..trees.files import atomic_write_bytes
 
@@ -384,10 +442,35 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser(
         "preflight",
-        help="list what a pipeline needs that is missing (data, downloads, GPU, Docker)",
+        help="list what a pipeline (or one stage, one model) needs that is missing",
         description=__doc__,
     )
     p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    p.add_argument(
+        "--stage",
+        action="append",
+        metavar="STAGE",
+        help="only what `dvc repro dvc.yaml:STAGE` runs needs: that DVC stage and the stages "
+        "it depends on (repeatable)",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="MODEL",
+        help="only what one model's stages need (rvos_MODEL, keyframes_MODEL and what they "
+        "depend on; repeatable)",
+    )
+    p.add_argument(
+        "--for",
+        dest="guard",
+        metavar="PREFLIGHT_STAGE",
+        help="only the stages a generated preflight stage guards (what dvc.yaml runs)",
+    )
+    p.add_argument(
+        "--skip-downloads",
+        action="store_true",
+        help="leave out the files `rvos-kit fetch --params` gets (check the rest first)",
+    )
     p.add_argument(
         "--out",
         metavar="FILE",

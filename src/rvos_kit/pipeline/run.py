@@ -44,8 +44,9 @@ params.yaml keys read (defaults when absent)::
     runner.mode        native            native | docker (--runner overrides)
     runner.gpus        all               all | N | "0,1" | none
     runner.images      {rvos: rvos-kit/rvos:<version>, uninext: rvos-kit/uninext:<version>}
-    runner.stages      propagate, infer_soc, infer_mutr, infer_referformer_ft -> rvos;
-                       infer_vit_huge, infer_convnext -> uninext
+    runner.stages      propagate, rvos_soc, rvos_mutr, rvos_referformer_ft -> rvos;
+                       rvos_vit_huge, rvos_convnext -> uninext (keys are DVC stage names;
+                       the older infer_<model> still works)
     runner.shm_size    8g                PyTorch DataLoader workers need shared memory
     runner.network     none              none | bridge | host
     runner.allow_mounts_outside_project

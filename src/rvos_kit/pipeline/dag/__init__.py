@@ -24,12 +24,16 @@ overlap)::
     metrics/<node>.json, metrics/summary.csv                           (with ground truth)
     metrics/mutr_trees.json                                (infer, challenge2023: quirk 9.6)
     report/index.html, report/jf.svg                                   (with ground truth)
-    preflight.txt                                                       (see below)
+    preflight.txt, preflight_<model>.txt, preflight_<propagation>.txt   (see below)
 
-The first stage, ``preflight``, runs ``rvos-kit preflight`` whenever the params file
-changes (or has never passed), and every other stage is downstream of it, so a bare
-``dvc repro`` stops there with the list of what is missing instead of failing later on
-a missing file. Its output holds the same text on every successful run, so it re-runs
+Every stage that reads something from outside the DAG depends on a preflight stage
+that runs ``rvos-kit preflight --for <it>`` whenever the params file changes (or has
+never passed) and checks only what the stages it guards read: ``preflight_<model>`` for
+a model's inference or import (checkpoint, dumps, image, GPU), ``preflight_<propagation>``
+for AOT / DeAOT (checkpoint, GPU), ``preflight`` for the rest (the dataset). So a bare
+``dvc repro`` stops there with the list of what is missing instead of failing later on a
+missing file, and ``dvc repro dvc.yaml:keyframes_soc`` needs SOC's inputs only. Their
+outputs (``preflight*.txt``) hold the same text on every successful run, so they re-run
 nothing else.
 
 ``source: infer`` runs ``rvos-kit infer`` per model through ``rvos-kit run`` (its image,

@@ -66,9 +66,9 @@ def _report(b: Builder, gt: str, files: list[str]) -> None:
     # Something to look at, offline: J&F per node as SVG and the fusion nodes' worst
     # expressions drawn against the ground truth (stages/evaluate/report.py).
     report = f"{b.out}/report"
-    title = f"{b.params_name}: J&F per node and overlays against {gt}"
+    title = f"J&F per node and overlays against {gt}"
     args = ["rvos-kit", "report", *files, "--out", report, "--gt", gt, "--meta", b.meta,
-            "--title", title]  # fmt: skip
+            "--title", title, "--pipeline", b.params_name]  # fmt: skip
     deps = [*files, gt, b.meta]
     if b.p["data"].get("images"):
         args += ["--images", b.p["data"]["images"]]
@@ -76,5 +76,8 @@ def _report(b: Builder, gt: str, files: list[str]) -> None:
     for node in b.fusion:
         args += ["--overlay", node, b.tree(node)]
         deps.append(b.tree(node))
+    for node, f in b.fusion.items():  # pair-voted nodes: captions name the partner
+        if f.get("pairing", "consecutive") == "consecutive":
+            args += ["--paired", node]
     b.stages["report"] = {"cmd": q(args), "deps": deps,
                           "outs": [{report: {"cache": False}}]}  # fmt: skip

@@ -1,6 +1,6 @@
 """The passes over the whole DAG, after every stage kind has added its stages: drop what
-no target reads (:func:`prune`), put the ``preflight`` stage first
-(:func:`add_preflight`), and make each stage depend on the code of its verb
+no target reads (:func:`prune`), guard the stages that read from outside the DAG with
+preflight stages (:func:`add_preflight`), and make each stage depend on the code of its verb
 (:func:`add_code_deps`)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from .context import Builder, q
 
 # The module(s) each verb emitted here runs (collected in :data:`rvos_kit.pipeline.dag.CODE`).
-CODE = {"preflight": ["pipeline/preflight.py"]}
+CODE = {"preflight": ["pipeline/preflight.py", "pipeline/targets.py"]}
 
 
 def _path(out) -> str:
@@ -40,26 +40,55 @@ def prune(b: Builder) -> None:
     b.stages = {n: s for n, s in b.stages.items() if n in keep}
 
 
+def _group(b: Builder, name: str, stage: dict) -> str:
+    """The preflight stage that guards ``name``: ``preflight_<model>`` for a model's
+    inference or import (its checkpoint, dumps, image, GPU), ``preflight_<prop>`` for a
+    propagation that runs a network (its checkpoint, GPU), else ``preflight``."""
+    verb = stage["cmd"].split()[1]
+    for m, spec in b.models.items():
+        if name == f"rvos_{m}" and spec["source"] in ("infer", "imported"):
+            return f"preflight_{m}"
+    if verb == "propagate":
+        for prop in b.props:
+            if name.startswith(f"propagate_{prop}_"):
+                return f"preflight_{prop}"
+    return "preflight"
+
+
 def add_preflight(b: Builder) -> None:
-    """Put ``preflight`` first: it becomes a dependency of every stage that depends on
-    no other stage."""
-    out = f"{b.out}/preflight.txt"
+    """Guard every stage that reads something from outside the DAG (or depends on no
+    other stage) with a preflight stage that checks only what its stages read: one per
+    model that is inferred or imported, one per propagation that runs a network, and
+    ``preflight`` for the rest (the dataset). So ``dvc repro dvc.yaml:<stage>`` checks
+    what that stage and its upstream need, nothing more. Each preflight stage comes just
+    before the first stage it guards."""
     produced = {
         _path(o) for s in b.stages.values() for o in s.get("outs", []) + s.get("metrics", [])
     }
-    for s in b.stages.values():
+
+    def inside(d: str) -> bool:
+        return any(d == o or d.startswith(o + "/") for o in produced)
+
+    guard: dict[str, str] = {}
+    for name, s in b.stages.items():
         deps = s.get("deps", [])
-        if not any(d == o or d.startswith(o + "/") for d in deps for o in produced):
-            s["deps"] = [*deps, out]
-    cmd = q(["rvos-kit", "preflight", "--params", b.params_name, "--out", out])
-    b.stages = {
-        "preflight": {
-            "cmd": cmd,
-            "deps": [b.params_name],
-            "outs": [{out: {"cache": False}}],
-        },
-        **b.stages,
-    }
+        if not deps or not all(inside(d) for d in deps):
+            guard[name] = _group(b, name, s)
+    stages: dict[str, dict] = {}
+    for name, s in b.stages.items():
+        g = guard.get(name)
+        if g is not None:
+            out = f"{b.out}/{g}.txt"
+            if g not in stages:
+                cmd = ["rvos-kit", "preflight", "--params", b.params_name, "--for", g]
+                stages[g] = {
+                    "cmd": q([*cmd, "--out", out]),
+                    "deps": [b.params_name],
+                    "outs": [{out: {"cache": False}}],
+                }
+            s["deps"] = [*s.get("deps", []), out]
+        stages[name] = s
+    b.stages = stages
 
 
 def add_code_deps(b: Builder, code: dict[str, list[str]]) -> None:

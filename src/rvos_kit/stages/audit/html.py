@@ -7,8 +7,10 @@ contact sheet
     for each of the worst expressions of a stage, its worst frames (lowest IoU first,
     shown in frame order), each with both masks over the JPEG frame (or a neutral grey
     background): green where both trees have the object, orange where only ours has it,
-    blue where only theirs has it. A white box frames the disagreement (it can be a few
-    pixels at 720p). Tiles are 320 pixels wide. The title names the stage and expression.
+    blue where only theirs has it, and each mask's outline on top (ours yellow, theirs
+    cyan), so a fill over a busy frame is still readable. A white box frames the
+    disagreement (it can be a few pixels at 720p). Tiles are 320 pixels wide. The title
+    names the stage and expression (and its text, when the caller gives it).
 bar chart
     J&F per node, from the metrics files of ``rvos-kit evaluate --json``.
 
@@ -43,10 +45,14 @@ ALPHA_DIFF = 0.85
 TILE_W = 320
 FRAMES_PER_SHEET = 8
 MARKER = ".rvos-kit-report"
+OURS_LINE = (255, 235, 0)
+THEIRS_LINE = (0, 235, 255)
 LEGEND = (
     ("agreement (both)", AGREE),
     ("ours only", OURS_ONLY),
     ("theirs only", THEIRS_ONLY),
+    ("outline of ours", OURS_LINE),
+    ("outline of theirs", THEIRS_LINE),
 )
 
 
@@ -89,6 +95,12 @@ def _tile(ours, theirs, image, caption: str) -> Image.Image:
     tw, th = TILE_W, max(1, round(h * scale))
     if (tw, th) != (w, h):
         pic = pic.resize((tw, th), Image.BOX if scale < 1 else Image.NEAREST)
+    if ours.any() or theirs.any():  # outlines at tile size: 2 pixels whatever the frame
+        arr = np.asarray(pic).copy()
+        for m, colour in ((theirs, THEIRS_LINE), (ours, OURS_LINE)):
+            small = np.asarray(Image.fromarray(m.view(np.uint8)).resize((tw, th), Image.NEAREST))
+            arr[(small > 0) & (cv2.erode(small, np.ones((5, 5), np.uint8)) == 0)] = colour
+        pic = Image.fromarray(arr)
     x, y, bw, bh = cv2.boundingRect((ours ^ theirs).view(np.uint8))
     draw = ImageDraw.Draw(pic)
     if bw:
@@ -180,8 +192,11 @@ def _jpeg(images: Path | None, video: str, frame: str, shape) -> tuple[np.ndarra
     return np.asarray(rgb), note
 
 
-def expression_sheet(stage, e, images: Path | None, foreground: str) -> Image.Image | None:
-    """Contact sheet of one expression's worst frames, None when none can be drawn."""
+def expression_sheet(
+    stage, e, images: Path | None, foreground: str, text: str = ""
+) -> Image.Image | None:
+    """Contact sheet of one expression's worst frames, None when none can be drawn;
+    ``text``: the expression's words, shown in the title."""
     worst = set(e.worst_frames(FRAMES_PER_SHEET))
     iou = dict(zip(e.frames, e.iou, strict=True))
     tiles = []
@@ -197,8 +212,9 @@ def expression_sheet(stage, e, images: Path | None, foreground: str) -> Image.Im
         tiles.append(_tile(a, b, image, f"{fr}  IoU {iou[fr]:.4f}{note}"))
     if not tiles:
         return None
+    words = f' "{text[:57]}..."' if len(text) > 60 else (f' "{text}"' if text else "")
     title = (
-        f"{stage.name}: {e.name}   mean IoU {e.mean_iou:.4f}   "
+        f"{stage.name}: {e.name}{words}   mean IoU {e.mean_iou:.4f}   "
         f"{e.n_differing} of {len(e.frames)} frames differ"
     )
     return contact_sheet(title, tiles)
@@ -415,8 +431,8 @@ def write_report(
             h.append(f"<h3>Contact sheets</h3><p>Legend:{legend}; white box: the "
                      "disagreement.</p>")  # fmt: skip
             md += ["### Contact sheets", "",
-                   "Green: both trees; orange: ours only; blue: theirs only; white box: the "
-                   "disagreement.", ""]  # fmt: skip
+                   "Green: both trees; orange: ours only; blue: theirs only; outlines: "
+                   "ours yellow, theirs cyan; white box: the disagreement.", ""]  # fmt: skip
             for name, rel, cap in mine:
                 h.append(f"<figure>{img_tag(rel, name)}<figcaption>{_h(cap)}</figcaption></figure>")
                 md += [f"![{md_text(name)}]({rel})", "", f"*{md_text(cap)}*", ""]

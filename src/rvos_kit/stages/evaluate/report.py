@@ -15,7 +15,9 @@ from ...errors import KitError
 from ..audit.html import (
     AGREE,
     CSS,
+    OURS_LINE,
     OURS_ONLY,
+    THEIRS_LINE,
     THEIRS_ONLY,
     _h,
     _html_table,
@@ -35,9 +37,13 @@ prediction drawn over the JPEG frame against the ground truth. Everything is ins
 index.html (pictures as data: URIs), so it opens offline, from anywhere.
 
 Overlay colours: green where prediction and ground truth agree, orange where only the
-prediction has the object, blue where only the ground truth has it; a white box frames
-the disagreement. DIR is written beside its destination and moved into place when
-complete; an existing DIR is replaced only when it holds a previous report.
+prediction has the object, blue where only the ground truth has it; the prediction's
+outline in yellow, the ground truth's in cyan; a white box frames the disagreement. Each
+sheet names the expression by its text (from --meta). Nodes given with --paired fuse
+expressions in pairs (contract section 6): both expressions of a pair get one voted
+mask, so their panels can look alike; the captions name each expression's partner.
+DIR is written beside its destination and moved into place when complete; an existing
+DIR is replaced only when it holds a previous report.
 """
 
 BAR = "#4682b4"  # (70, 130, 180), the same blue as the PNG bar chart
@@ -46,7 +52,38 @@ RUN_LEGEND = (
     ("prediction and ground truth", AGREE),
     ("prediction only", OURS_ONLY),
     ("ground truth only", THEIRS_ONLY),
+    ("outline of the prediction", OURS_LINE),
+    ("outline of the ground truth", THEIRS_LINE),
 )
+
+
+def partners(meta_obj: dict | None) -> dict[tuple[str, str], str]:
+    """(video, exp_id) -> the other expression of its pair under consecutive pairing:
+    (0, 1), (2, 3), ... in meta order; a trailing odd expression has none."""
+    out = {}
+    for video, entry in (meta_obj or {}).get("videos", {}).items():
+        ids = list(entry.get("expressions", {}))
+        for i in range(0, len(ids) - 1, 2):
+            out[(video, ids[i])], out[(video, ids[i + 1])] = ids[i + 1], ids[i]
+    return out
+
+
+def shown_path(path) -> str:
+    """``path`` from the root of the DVC repository holding it (``demo/params.yaml``
+    whatever the folder a stage runs in), or as given outside one."""
+    p = Path(path).resolve()
+    for d in p.parents:
+        if (d / ".dvc").is_dir():
+            return p.relative_to(d).as_posix()
+    return str(path)
+
+
+def _texts(meta_obj: dict | None) -> dict[tuple[str, str], str]:
+    return {
+        (video, e): str((d or {}).get("exp", "")) if isinstance(d, dict) else ""
+        for video, entry in (meta_obj or {}).get("videos", {}).items()
+        for e, d in entry.get("expressions", {}).items()
+    }
 
 
 def jf_svg(rows, fused=frozenset(), title: str = "J&F per node (%)") -> str:
@@ -84,9 +121,14 @@ def jf_svg(rows, fused=frozenset(), title: str = "J&F per node (%)") -> str:
     return "\n".join(out) + "\n"
 
 
-def write_run_report(out_dir, rows, overlays, images=None, n_sheets=3, title="") -> None:
+def write_run_report(
+    out_dir, rows, overlays, images=None, n_sheets=3, title="", meta_obj=None, paired=()
+) -> None:
     """``rows`` = (node, J, F, J&F); ``overlays`` = [(node, StageAudit of prediction vs
-    ground truth)]. Writes index.html, jf.svg and img/ (the overlay sheets as PNG)."""
+    ground truth)]; ``meta_obj``: the parsed meta (expression texts and order);
+    ``paired``: the nodes that fuse expressions in pairs. Writes index.html, jf.svg and
+    img/ (the overlay sheets as PNG)."""
+    texts, pair_of = _texts(meta_obj), partners(meta_obj)
     check_report_dir(out_dir)
     images = Path(images) if images else None
     fused = {name for name, _ in overlays}
@@ -114,15 +156,32 @@ def write_run_report(out_dir, rows, overlays, images=None, n_sheets=3, title="")
         body.append(f"<p>Legend:{legend}; white box: the disagreement. The "
                     f"{n_sheets} expressions with the lowest mean IoU, their worst "
                     "frames.</p>")  # fmt: skip
+        if name in paired:
+            body.append(
+                f"<p>{_h(name)} fuses expressions in pairs (contract section 6): in each "
+                "video, expressions 0 and 1, 2 and 3, ... (meta order) get one mask voted "
+                "over both, so the two expressions of a pair show the same prediction, "
+                "each against its own ground truth. A trailing odd expression keeps the "
+                "key model's mask.</p>"
+            )
         shown = 0
         for rank, e in enumerate(stage.worst(n_sheets), 1):
-            im = expression_sheet(stage, e, images, "255")
+            text = texts.get((e.video, e.exp_id), "")
+            im = expression_sheet(stage, e, images, "255", text)
             if im is None:
                 continue
             png = _png(im)
             rel = f"img/{si:02d}-{_safe(name)}-{rank:02d}-{_safe(e.video)}-{_safe(e.exp_id)}.png"
             pictures.append((rel, png))
-            cap = f"{name}: {e.name}, mean IoU {e.mean_iou:.4f}"
+            words = f' "{text}"' if text else ""
+            cap = f"{name}: {e.name}{words}, mean IoU {e.mean_iou:.4f}"
+            mate = pair_of.get((e.video, e.exp_id)) if name in paired else None
+            if mate is not None:
+                said = texts.get((e.video, mate), "")
+                cap += (
+                    f"; paired with expression {mate}" + (f' "{said}"' if said else "")
+                    + ": the pair vote gives both one mask"
+                )  # fmt: skip
             body.append(f"<figure>{_img_tag(png, cap)}<figcaption>{_h(cap)}</figcaption></figure>")
             shown += 1
         if not shown:
@@ -133,12 +192,17 @@ def write_run_report(out_dir, rows, overlays, images=None, n_sheets=3, title="")
 
 
 def run(args) -> int:
+    from ...trees.jsonfiles import read_json
     from ...trees.meta import load_meta
     from ..audit.compare import audit_stage
     from .summary import summarize
 
     rows = summarize(args.metrics)
     meta = load_meta(args.meta) if args.meta else None
+    meta_obj = read_json(args.meta) if args.meta else None
+    unknown = sorted(set(args.paired or ()) - {n for n, _ in args.overlay or []})
+    if unknown:
+        raise KitError(f"--paired {unknown[0]}: not a node given with --overlay")
     check_report_dir(args.out)
     if args.images and not Path(args.images).is_dir():
         raise KitError(
@@ -153,7 +217,11 @@ def run(args) -> int:
         (name, audit_stage(name, pred, args.gt, meta, workers=args.workers, progress=False))
         for name, pred in args.overlay or []
     ]
-    write_run_report(args.out, rows, overlays, args.images, args.sheets, args.title or "")
+    title = args.title or ""
+    if args.pipeline:
+        title = f"{shown_path(args.pipeline)}: {title}" if title else shown_path(args.pipeline)
+    write_run_report(args.out, rows, overlays, args.images, args.sheets, title,
+                     meta_obj, frozenset(args.paired or ()))  # fmt: skip
     print(
         f"report: {Path(args.out) / 'index.html'} (J&F chart also in {Path(args.out) / 'jf.svg'})"
     )
@@ -180,7 +248,13 @@ def register(sub) -> None:
                    help="frames <JPEG_ROOT>/<video>/<frame>.jpg under the masks "
                    "(default: a grey background)")  # fmt: skip
     p.add_argument("--sheets", type=count, default=3, help="worst expressions shown per node")
+    p.add_argument("--paired", action="append", metavar="NODE",
+                   help="an --overlay node that fuses expressions in pairs (consecutive "
+                   "pairing): captions name each expression's partner (repeatable)")  # fmt: skip
     p.add_argument("--title", help="a line under the heading (default: none)")
+    p.add_argument("--pipeline", metavar="PARAMS_YAML",
+                   help="the params file of the run, named in the heading by its path from "
+                   "the DVC repository's root, e.g. demo/params.yaml (default: none)")  # fmt: skip
     add_workers(p)
     declare_paths(p, reads=("metrics", "gt", "overlay:1", "meta", "images"), writes=("out",))
     p.set_defaults(func=run)

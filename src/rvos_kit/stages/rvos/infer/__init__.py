@@ -151,7 +151,7 @@ def _run_sharded(args) -> int:
     image = runner = None
     rs = load_settings(params) if params else None
     if rs is not None and rs.mode == "docker" and os.environ.get(IN_CONTAINER_ENV) != "1":
-        key = image_key(rs, "infer", base[1:], f"infer_{args.model}")
+        key = image_key(rs, "infer", base[1:], f"rvos_{args.model}")
         if key is not None:
             image, runner = rs.images[key], rs
             check_docker(image)
