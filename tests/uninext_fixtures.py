@@ -7,9 +7,9 @@ own tests::
 
 Writes under ``--out``:
 
-- ``meta.json`` + ``JPEGImages/<video>/<frame>.jpg``: two videos, two expressions and two
-  48x48 frames each (square: the smallest input after the mapper's short-side-480 resize;
-  random pixels, fixed seed);
+- ``meta.json`` + ``JPEGImages/<video>/<frame>.jpg``: two videos of two 48x48 frames
+  (square: the smallest input after the mapper's short-side-480 resize; random pixels,
+  fixed seed), the first with two expressions, the second with one (an odd count);
 - ``pretrained/bert-base-uncased/``: a tiny random BERT (hidden size 768, as
   ``bert_model.py`` L20 ``language_dim = 768`` needs; one layer; a WordPiece vocabulary
   of the special tokens, the letters and the expressions' words), written with
@@ -44,10 +44,9 @@ def write_video_data(out: Path) -> None:
     for i in range(2):
         vid = f"{i:02d}f0e1d2c3"
         frames = ["00000", "00005"]
-        exps = {
-            "0": {"exp": f"a cat number {i} on the left"},
-            "1": {"exp": "the big dog on the right"},
-        }
+        exps = {"0": {"exp": f"a cat number {i} on the left"}}
+        if i == 0:  # the second video has one: an odd count, for quirk 9.1's tree
+            exps["1"] = {"exp": "the big dog on the right"}
         videos[vid] = {"expressions": exps, "frames": frames}
         d = out / "JPEGImages" / vid
         d.mkdir(parents=True, exist_ok=True)
@@ -78,11 +77,12 @@ def write_checkpoint(model: str, upstream: Path, pretrained: Path, path: Path) -
     ``Trainer.build_model``), with the run's own command line and shims, and save it."""
     with tempfile.TemporaryDirectory() as work:
         argv = uninext.command_line(model, upstream, "", Path(work) / "run", device="cpu")
-        script = Path(argv[1])
+        assert argv[1:3] == ["-m", uninext.CHILD]
+        script, args = Path(argv[3]), argv[4:]
         paths = {uninext.BERT: str(pretrained / "bert-base-uncased")}
-        uninext_child.prepare(script, argv[2:], paths)
+        uninext_child.prepare(script, args, paths)
         train_net = runpy.run_path(str(script), run_name="rvos_kit_fixture")
-        args = train_net["new_argument_parser"]().parse_args(argv[2:])
+        args = train_net["new_argument_parser"]().parse_args(args)
         cfg = train_net["setup"](args)  # default_setup seeds every RNG from cfg.SEED
         torch.manual_seed(3)
         net = train_net["Trainer"].build_model(cfg)

@@ -20,8 +20,8 @@ process, steered by command-line config overrides only (inference.md §6, §9)::
 The upstream code reads and writes fixed absolute paths; :data:`CONTAINER_PATHS` is the one
 table of them and of what satisfies each. ``rvos-kit run`` turns its rows into
 ``docker run --volume`` options (:func:`container_mounts`); natively the child maps each
-to the same place at the calls that use it (:func:`native_paths`, :mod:`.uninext_child`). Each backbone
-has its own work folder (:func:`work_dir`), so convnext's dump (upstream names it
+to the same place at the calls that use it (:func:`native_paths`, :mod:`.uninext_child`).
+Each backbone has its own work folder (:func:`work_dir`), so convnext's dump (upstream names it
 ``vit_huge.pth`` for both) never lands on vit_huge's.
 
 Bounded memory: the published evaluator keeps the whole split's dump in RAM until one

@@ -2,7 +2,8 @@
 unmodified, run as ``__main__`` after what this machine's libraries and the published tree
 lack has been met from outside, in this process only::
 
-    python -m rvos_kit.stages.rvos.infer.uninext_child <UNINEXT>/projects/UNINEXT/train_net.py ARGS...
+    python -m rvos_kit.stages.rvos.infer.uninext_child \
+        <UNINEXT>/projects/UNINEXT/train_net.py ARGS...
 
 ``ARGS`` are :func:`rvos_kit.stages.rvos.infer.uninext.command_line`'s, unchanged. What is
 done before ``train_net.py`` runs, each with the upstream line it meets (docs/inference.md
@@ -64,7 +65,9 @@ import types
 from pathlib import Path
 
 PATHS_ENV = "RVOS_KIT_UNINEXT_PATHS"
-MSDA_FUNCTIONS = "projects/UNINEXT/uninext/models/deformable_detr/ops/functions/ms_deform_attn_func.py"
+MSDA_FUNCTIONS = (
+    "projects/UNINEXT/uninext/models/deformable_detr/ops/functions/ms_deform_attn_func.py"
+)
 
 
 # transformers >= 4.x moved these from modeling_utils to pytorch_utils (same functions)
@@ -231,7 +234,7 @@ def prepare(script: Path, args: list[str], paths: dict[str, str] | None) -> None
     if str(root) not in sys.path:
         sys.path.insert(1, str(root))
     install_modules()
-    if any(a == "MODEL.DEVICE" and b == "cpu" for a, b in zip(args, args[1:])):
+    if any(a == "MODEL.DEVICE" and b == "cpu" for a, b in zip(args, args[1:], strict=False)):
         cpu(root)
     if paths:
         map_paths(paths)
