@@ -3,18 +3,19 @@
 Run with the upstream test environment (``.venv-upstream``), never imported by the kit's
 own tests::
 
-    python tests/uninext_fixtures.py --model vit_huge --upstream DIR --out DIR [--data-only]
+    python tests/uninext_fixtures.py --model vit_huge --upstream DIR --out DIR [--small]
 
 Writes under ``--out``:
 
 - ``meta.json`` + ``JPEGImages/<video>/<frame>.jpg``: two videos of two 48x48 frames
   (square: the smallest input after the mapper's short-side-480 resize; random pixels,
-  fixed seed), the first with two expressions, the second with one (an odd count);
+  fixed seed), the first with two expressions, the second with one (an odd count); with
+  ``--small`` one frame and one expression each (ViT-H costs ~30 s of CPU per frame);
 - ``pretrained/bert-base-uncased/``: a tiny random BERT (hidden size 768, as
   ``bert_model.py`` L20 ``language_dim = 768`` needs; one layer; a WordPiece vocabulary
   of the special tokens, the letters and the expressions' words), written with
   ``save_pretrained`` as ``config.json``, ``vocab.txt``, ``pytorch_model.bin``;
-- ``<model>.pth`` (not with ``--data-only``): ``{"model": state_dict}`` of the model that
+- ``<model>.pth``: ``{"model": state_dict}`` of the model that
   ``train_net.py``'s ``Trainer.build_model`` builds from the published config, randomly
   initialised from a fixed seed, the layout ``DetectionCheckpointer`` loads from
   ``MODEL.WEIGHTS``. The model is built in this process with the same outside shims the
@@ -38,14 +39,14 @@ from rvos_kit.stages.rvos.infer import uninext, uninext_child
 WORDS = "a an the cat dog on left right of number big small".split()
 
 
-def write_video_data(out: Path) -> None:
+def write_video_data(out: Path, small: bool) -> None:
     rng = np.random.default_rng(0)
     videos = {}
     for i in range(2):
         vid = f"{i:02d}f0e1d2c3"
-        frames = ["00000", "00005"]
+        frames = ["00000"] if small else ["00000", "00005"]
         exps = {"0": {"exp": f"a cat number {i} on the left"}}
-        if i == 0:  # the second video has one: an odd count, for quirk 9.1's tree
+        if i == 0 and not small:  # the second video has one: an odd count, for quirk 9.1
             exps["1"] = {"exp": "the big dog on the right"}
         videos[vid] = {"expressions": exps, "frames": frames}
         d = out / "JPEGImages" / vid
@@ -94,14 +95,12 @@ def main() -> int:
     ap.add_argument("--model", required=True, choices=list(uninext.MODELS))
     ap.add_argument("--upstream", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--data-only", action="store_true")
+    ap.add_argument("--small", action="store_true")
     a = ap.parse_args()
     out = a.out.resolve()
-    if not (out / "meta.json").is_file():
-        write_video_data(out)
-        write_bert(out / "pretrained" / "bert-base-uncased")
-    if not a.data_only:
-        write_checkpoint(a.model, a.upstream.resolve(), out / "pretrained", out / f"{a.model}.pth")
+    write_video_data(out, a.small)
+    write_bert(out / "pretrained" / "bert-base-uncased")
+    write_checkpoint(a.model, a.upstream.resolve(), out / "pretrained", out / f"{a.model}.pth")
     return 0
 
 
