@@ -3,16 +3,17 @@ machine, and install the wheel into the running environment (``make upstream-ven
 
     .venv-upstream/bin/python tools/build_detectron2.py [ARCHIVE_OR_CHECKOUT]
 
-The source is ``UNINEXT/`` of the shared archive (``../shared/upstream/
-iccv2023_RVOS_Challenge-*.tar.gz`` beside the clone, or ``$RVOS_UPSTREAM_DIR``, a checkout
-of the pinned commit). The wheel is cached under ``$RVOS_KIT_CACHE`` (default
-``~/.cache/rvos-kit``) ``/wheels/detectron2-<key>/``, ``<key>`` = sha256 of every file of
-``UNINEXT/setup.py``, ``UNINEXT/detectron2/`` and ``UNINEXT/configs/`` (names and bytes),
-the torch version it is built against and the Python tag: a second ``make`` on the same
-machine installs the cached wheel without compiling. The build: ``pip wheel --no-deps
---no-build-isolation`` with ``FORCE_CUDA=0``, no ``CUDA_HOME`` and no visible GPU, so
-``setup.py`` L66-67 picks the C++-only extension (``detectron2/layers/csrc/**/*.cpp``, no
-nvcc), at ``nice`` and at most 2 jobs.
+The source is ``UNINEXT/`` of the published archive
+(``upstream/iccv2023_RVOS_Challenge-*.tar.gz`` in the ``shared`` folder beside the clone, as
+the tests read it), or of ``$RVOS_UPSTREAM_DIR``, a checkout of the pinned commit. The
+wheel is cached under ``$RVOS_KIT_CACHE`` (default ``~/.cache/rvos-kit``)
+``/wheels/detectron2-<key>/``, ``<key>`` = sha256 of every file of ``UNINEXT/setup.py``,
+``UNINEXT/detectron2/`` and ``UNINEXT/configs/`` (names and bytes), the torch version it
+is built against and the Python tag: a second ``make`` on the same machine installs the
+cached wheel without compiling. The build: ``pip wheel --no-deps --no-build-isolation``
+with ``FORCE_CUDA=0``, no ``CUDA_HOME`` and no visible GPU, so ``setup.py`` L66-67 picks
+the C++-only extension (``detectron2/layers/csrc/**/*.cpp``, no nvcc), at ``nice`` and
+at most 2 jobs.
 
 Without the archive (a user who has not got it) it says so and does nothing: the tests
 that need it skip outside CI, as the Swin ones do.
