@@ -234,7 +234,8 @@ def prepare(script: Path, args: list[str], paths: dict[str, str] | None) -> None
     if str(root) not in sys.path:
         sys.path.insert(1, str(root))
     install_modules()
-    if any(a == "MODEL.DEVICE" and b == "cpu" for a, b in zip(args, args[1:], strict=False)):
+    # (no zip(strict=...): the uninext image runs Python 3.9)
+    if any(args[i : i + 2] == ["MODEL.DEVICE", "cpu"] for i in range(len(args) - 1)):
         cpu(root)
     if paths:
         map_paths(paths)
