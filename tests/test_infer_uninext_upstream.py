@@ -6,7 +6,7 @@ by ``make``), driven from outside (:mod:`rvos_kit.stages.rvos.infer.uninext_chil
 
 Inputs (``tests/uninext_fixtures.py``), per backbone: two videos of 48x48 frames (convnext:
 two frames, the first video with two expressions and the second with one, so quirk 9.1's
-odd tree is not empty; vit_huge: one frame and one expression each, as ViT-H costs ~30 s
+odd tree is not empty; vit_huge: one frame and one expression each, as ViT-H costs ~16 s
 of CPU per frame here), a tiny random BERT in the ``bert-base-uncased`` layout, and
 ``{"model": state_dict}`` of the model ``train_net.py`` builds, random from a fixed seed.
 
@@ -45,7 +45,7 @@ UPSTREAM_PYTHON = Path(
 )
 FIXTURES = REPO / "tests" / "uninext_fixtures.py"
 MODELS = ("convnext", "vit_huge")
-SMALL = ("vit_huge",)  # one frame, one expression per video: ~30 s of CPU per ViT-H frame
+SMALL = ("vit_huge",)  # one frame, one expression per video: ~16 s of CPU per ViT-H frame
 
 # Runs a command; prints its peak RSS in kB (the largest of it and every descendant it
 # waited for: the kit and each train_net.py process).

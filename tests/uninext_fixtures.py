@@ -10,7 +10,7 @@ Writes under ``--out``:
 - ``meta.json`` + ``JPEGImages/<video>/<frame>.jpg``: two videos of two 48x48 frames
   (square: the smallest input after the mapper's short-side-480 resize; random pixels,
   fixed seed), the first with two expressions, the second with one (an odd count); with
-  ``--small`` one frame and one expression each (ViT-H costs ~30 s of CPU per frame);
+  ``--small`` one frame and one expression each (ViT-H costs ~16 s of CPU per frame);
 - ``pretrained/bert-base-uncased/``: a tiny random BERT (hidden size 768, as
   ``bert_model.py`` L20 ``language_dim = 768`` needs; one layer; a WordPiece vocabulary
   of the special tokens, the letters and the expressions' words), written with
