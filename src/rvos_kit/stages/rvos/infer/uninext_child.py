@@ -120,10 +120,11 @@ def install_modules() -> None:
     if importlib.util.find_spec("detectron2._C") is None:
         detectron2._C = sys.modules["detectron2._C"] = _installed_c(here)
     import transformers.modeling_utils as mu
-    import transformers.pytorch_utils as pu
 
     for name in MOVED_TO_PYTORCH_UTILS:
         if not hasattr(mu, name):
+            import transformers.pytorch_utils as pu
+
             setattr(mu, name, getattr(pu, name))
     try:
         import pycocotools.ytvos  # noqa: F401
