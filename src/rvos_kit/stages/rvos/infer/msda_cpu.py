@@ -13,16 +13,18 @@ import sys
 from pathlib import Path
 
 _root: Path | None = None
+_functions = "models/ops/functions/ms_deform_attn_func.py"
 
 
-def bind(code_root: Path) -> None:
-    """The codebase whose reference implementation the forward must call."""
-    global _root
-    _root = Path(code_root).resolve()
+def bind(code_root: Path, functions: str = _functions) -> None:
+    """The codebase whose reference implementation the forward must call, and the file
+    that defines it, relative to ``code_root`` (UNINEXT keeps it elsewhere)."""
+    global _root, _functions
+    _root, _functions = Path(code_root).resolve(), functions
 
 
 def _reference():
-    want = _root / "models" / "ops" / "functions" / "ms_deform_attn_func.py" if _root else None
+    want = _root / _functions if _root else None
     for mod in list(sys.modules.values()):
         fn = getattr(mod, "ms_deform_attn_core_pytorch", None)
         f = getattr(mod, "__file__", None)

@@ -19,9 +19,9 @@ process, steered by command-line config overrides only (inference.md §6, §9)::
 
 The upstream code reads and writes fixed absolute paths; :data:`CONTAINER_PATHS` is the one
 table of them and of what satisfies each. ``rvos-kit run`` turns its rows into
-``docker run --volume`` options (:func:`container_mounts`); natively they must already
-resolve there (:func:`check_native_paths` says which ``ln -s`` is missing). Each backbone
-has its own work folder (:func:`work_dir`), so convnext's dump (upstream names it
+``docker run --volume`` options (:func:`container_mounts`); natively the child maps each
+to the same place at the calls that use it (:func:`native_paths`, :mod:`.uninext_child`).
+Each backbone has its own work folder (:func:`work_dir`), so convnext's dump (upstream names it
 ``vit_huge.pth`` for both) never lands on vit_huge's.
 
 Bounded memory: the published evaluator keeps the whole split's dump in RAM until one
@@ -57,7 +57,9 @@ UPSTREAM_FOLDERS = ("UNINEXT",)
 DATASET_NAME = "rvos-refytb-val"  # the only name uninext_vid.py's rvos branch accepts
 DEFAULT_SEED = 42
 DEFAULT_WORKERS = 2
+PATHS_ENV = "RVOS_KIT_UNINEXT_PATHS"  # read by uninext_child
 DUMP_NAME = "vit_huge.pth"  # what evaluator.py L209 writes, for both backbones
+CHILD = "rvos_kit.stages.rvos.infer.uninext_child"  # runs train_net.py (its docstring: the shims)
 
 # Every absolute path the UNINEXT inference path hard-codes, and what satisfies it.
 # (path inside the container, source, mode, where upstream names it). Sources:
@@ -154,12 +156,14 @@ def command_line(
     device: str = "cuda",
     python: str | None = None,
 ) -> list[str]:
-    """The ``train_net.py`` argv (run with cwd = ``<upstream>/UNINEXT``)."""
+    """The child's argv (run with cwd = ``<upstream>/UNINEXT``): ``python -m`` :data:`CHILD`
+    (it meets what the tree and today's libraries lack, then runs ``train_net.py`` as
+    ``__main__``) followed by exactly the ``train_net.py`` command line."""
     if model not in MODELS:
         raise KitError(f"{model!r} is not a UNINEXT model ({', '.join(MODELS)})")
     root = Path(upstream) / "UNINEXT"
     argv = [
-        python or sys.executable, str(root / "projects/UNINEXT/train_net.py"),
+        python or sys.executable, "-m", CHILD, str(root / "projects/UNINEXT/train_net.py"),
         "--num-gpus", "1", "--eval-only", "--uni", "1",
         "--config-file", str(config_file(upstream, model)),
         "DATASETS.TEST", f'("{DATASET_NAME}",)',
@@ -173,12 +177,17 @@ def command_line(
     return argv
 
 
-def child_env(upstream: str | os.PathLike) -> dict[str, str]:
+def child_env(upstream: str | os.PathLike, paths: dict[str, str] | None = None) -> dict[str, str]:
     """``UNINEXT/`` first on PYTHONPATH: ``uninext/__init__.py`` imports ``vot_tool`` from
-    there (inference.md §1.1); the installed detectron2 is the same commit's copy."""
+    there (inference.md §1.1), and ``detectron2`` is imported from the published tree
+    itself. ``paths`` (``{published path: path here}``, natively) goes to the child as
+    :data:`~rvos_kit.stages.rvos.infer.uninext_child.PATHS_ENV`."""
     env = dict(os.environ)
     root = str(Path(upstream) / "UNINEXT")
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop(PATHS_ENV, None)
+    if paths:
+        env[PATHS_ENV] = json.dumps(paths, sort_keys=True)
     return env
 
 
@@ -214,20 +223,10 @@ def prepare_work(out) -> list[Path]:
     return made
 
 
-def check_native_paths(out, pretrained) -> None:
-    """Natively (no container) each hard-coded path must already lead where the mount
-    would: refuse with the ``ln -s`` commands that are missing."""
-    missing = []
-    for host, path, _mode in container_mounts(out, pretrained):
-        if os.path.realpath(path) != os.path.realpath(host):
-            missing.append(f"ln -sfn {host} {path}")
-    if missing:
-        lines = "\n".join(f"  {m}" for m in missing)
-        raise KitError(
-            "UNINEXT reads and writes fixed paths (rvos_kit/stages/rvos/infer/uninext.py, "
-            "CONTAINER_PATHS); run it in its image (`rvos-kit run`, runner.mode: docker), "
-            f"or make them lead here first:\n{lines}"
-        )
+def native_paths(out, pretrained) -> dict[str, str]:
+    """Natively (no container) the child maps each hard-coded path, at the calls that use
+    it, to where the mount would have put it: ``{published path: path here}``."""
+    return {path: host for host, path, _mode in container_mounts(out, pretrained)}
 
 
 # --------------------------------------------------------------------------- running
@@ -267,12 +266,6 @@ def run_chunk(argv: list[str], cwd: Path, env: dict, dump: Path, log: Path) -> N
 
 def check(req) -> None:
     """Before anything runs (called by :func:`rvos_kit.stages.rvos.infer.core.infer_videos`)."""
-    if req.device != "cuda":
-        raise KitError(
-            f"infer --model {req.model}: UNINEXT runs on CUDA only (its bundled detectron2 "
-            "and deformable-attention op are built in the uninext image; no CPU path was "
-            "built or tried); use --device cuda"
-        )
     bert = req.pretrained / "bert-base-uncased"
     if not bert.is_dir():
         raise KitError(
@@ -288,13 +281,12 @@ def run(req, videos, out) -> None:
     from .core import chunks
 
     in_container = os.environ.get("RVOS_KIT_IN_CONTAINER") == "1"
-    if not in_container:
-        check_native_paths(out.out_dir, req.pretrained)
     work = work_dir(out.out_dir)
     prepare_work(out.out_dir)
     doc = conversion_json({v.name: req.meta_videos[v.name] for v in videos}, req.images)
     dataset, dump = work / "dataset", work / "model_pth" / DUMP_NAME
-    env = child_env(req.upstream)
+    paths = None if in_container else native_paths(out.out_dir, req.pretrained)
+    env = child_env(req.upstream, paths)
     # bytecode only from (and to) the kit's own folder: a __pycache__ file in the checked
     # tree is never read (rvos_kit/stages/rvos/infer/upstream.py)
     env["PYTHONPYCACHEPREFIX"] = str((work / "pycache").resolve())
