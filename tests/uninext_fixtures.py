@@ -25,14 +25,12 @@ Writes under ``--out``:
 from __future__ import annotations
 
 import argparse
-import json
 import runpy
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
+from upstream_fixtures import write_videos
 
 from rvos_kit.stages.rvos.infer import uninext, uninext_child
 
@@ -40,21 +38,14 @@ WORDS = "a an the cat dog on left right of number big small".split()
 
 
 def write_video_data(out: Path, small: bool) -> None:
-    rng = np.random.default_rng(0)
     videos = {}
     for i in range(2):
-        vid = f"{i:02d}f0e1d2c3"
         frames = ["00000"] if small else ["00000", "00005"]
         exps = {"0": {"exp": f"a cat number {i} on the left"}}
         if i == 0 and not small:  # the second video has one: an odd count, for quirk 9.1
             exps["1"] = {"exp": "the big dog on the right"}
-        videos[vid] = {"expressions": exps, "frames": frames}
-        d = out / "JPEGImages" / vid
-        d.mkdir(parents=True, exist_ok=True)
-        for f in frames:
-            px = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
-            Image.fromarray(px).save(d / f"{f}.jpg", quality=95)
-    (out / "meta.json").write_text(json.dumps({"videos": videos}))
+        videos[f"{i:02d}f0e1d2c3"] = {"expressions": exps, "frames": frames}
+    write_videos(out, videos)
 
 
 def write_bert(d: Path) -> None:

@@ -37,20 +37,25 @@ from rvos_kit.stages.rvos.infer import core, mutr, referformer, soc, swin
 DRIVERS = {"soc": soc, "mutr": mutr, "referformer_ft": referformer}
 
 
-def write_video_data(out: Path, n_videos: int) -> None:
-    rng = np.random.default_rng(0)
-    videos = {}
-    for i in range(n_videos):
-        vid = f"{i:02d}a1b2c3d4"
-        frames = ["00000", "00005"]
-        exps = {"0": {"exp": f"a cat number {i} on the left"}}
-        videos[vid] = {"expressions": exps, "frames": frames}
+def write_videos(out: Path, videos: dict, seed: int = 0) -> None:
+    """``meta.json`` for ``videos`` (``{video: {"expressions": ..., "frames": [...]}}``)
+    and a 48x48 JPEG of random pixels (``default_rng(seed)``) per frame."""
+    rng = np.random.default_rng(seed)
+    for vid, entry in videos.items():
         d = out / "JPEGImages" / vid
         d.mkdir(parents=True, exist_ok=True)
-        for f in frames:
+        for f in entry["frames"]:
             px = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
             Image.fromarray(px).save(d / f"{f}.jpg", quality=95)
     (out / "meta.json").write_text(json.dumps({"videos": videos}))
+
+
+def write_video_data(out: Path, n_videos: int) -> None:
+    videos = {}
+    for i in range(n_videos):
+        exps = {"0": {"exp": f"a cat number {i} on the left"}}
+        videos[f"{i:02d}a1b2c3d4"] = {"expressions": exps, "frames": ["00000", "00005"]}
+    write_videos(out, videos)
 
 
 def bytes_to_unicode() -> dict[int, str]:

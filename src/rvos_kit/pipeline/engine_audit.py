@@ -124,6 +124,7 @@ def run(args) -> int:
         args.images, args.input, args.released, args.meta, args.out, videos=args.videos,
         model=args.model, checkpoint=args.checkpoint, random_seed=args.random_weights,
         device=args.device, trust_checkpoint=args.trust_checkpoint,
+        checkpoint_sha256=args.checkpoint_sha256,
     )  # fmt: skip
     for name, s in r["engines"].items():
         print(
@@ -143,6 +144,7 @@ def run(args) -> int:
 
 def register(sub) -> None:
     from ..argtypes import declare_paths, positive_int
+    from ..stages.propagate.verb import add_weight_options
 
     p = sub.add_parser(
         "audit-engine",
@@ -156,9 +158,6 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="work folder (trees, engine_audit.json)")
     p.add_argument("--videos", type=positive_int, help="audit the first N videos of meta only")
     p.add_argument("--model", default="swinl_deaotl", help="default swinl_deaotl")
-    p.add_argument("--checkpoint", help="the DeAOT weights (.pth)")
-    p.add_argument("--random-weights", type=int, metavar="SEED", help="tests only")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    p.add_argument("--trust-checkpoint", action="store_true", help="as in propagate")
+    add_weight_options(p)
     declare_paths(p, reads=("images", "input", "released", "meta", "checkpoint"), writes=("out",))
     p.set_defaults(func=run)

@@ -15,18 +15,25 @@ def _outs(stage: dict) -> list[str]:
             for o in stage.get("outs", []) + stage.get("metrics", [])]  # fmt: skip
 
 
-def upstream(pl, targets: Iterable[str]) -> list[str]:
-    """``targets`` and every stage they need (what ``dvc repro dvc.yaml:<target>`` runs),
-    in DAG order, without the preflight stages themselves."""
-    producer = {o: n for n, s in pl.stages.items() for o in _outs(s)}
+def closure(stages: dict, targets: Iterable[str]) -> set[str]:
+    """``targets`` and every stage of ``stages`` (name -> dvc.yaml stage) they need: the
+    producers of their deps, down (a dep may sit inside another stage's output)."""
+    producer = {o: n for n, s in stages.items() for o in _outs(s)}
     keep, todo = set(), list(targets)
     while todo:
         name = todo.pop()
         if name in keep:
             continue
         keep.add(name)
-        for d in pl.stages[name].get("deps", []):
+        for d in stages[name].get("deps", []):
             todo += [n for o, n in producer.items() if d == o or d.startswith(o + "/")]
+    return keep
+
+
+def upstream(pl, targets: Iterable[str]) -> list[str]:
+    """``targets`` and every stage they need (what ``dvc repro dvc.yaml:<target>`` runs),
+    in DAG order, without the preflight stages themselves."""
+    keep = closure(pl.stages, targets)
     return [n for n in pl.stages if n in keep and not _is_preflight(n)]
 
 

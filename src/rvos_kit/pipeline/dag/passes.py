@@ -5,6 +5,7 @@ preflight stages (:func:`add_preflight`), and make each stage depend on the code
 
 from __future__ import annotations
 
+from ..targets import closure
 from .context import Builder, q
 
 # The module(s) each verb emitted here runs (collected in :data:`rvos_kit.pipeline.dag.CODE`).
@@ -23,20 +24,7 @@ def prune(b: Builder) -> None:
     sinks = [n for n in b.stages if n in ends or n.startswith("audit_")]
     if not sinks:
         return
-    producer = {}
-    for name, s in b.stages.items():
-        for o in s.get("outs", []) + s.get("metrics", []):
-            producer[_path(o)] = name
-    keep, todo = set(), list(sinks)
-    while todo:
-        name = todo.pop()
-        if name in keep:
-            continue
-        keep.add(name)
-        for d in b.stages[name].get("deps", []):
-            for out, prod in producer.items():  # a dep may sit inside another stage's out
-                if d == out or d.startswith(out + "/"):
-                    todo.append(prod)
+    keep = closure(b.stages, sinks)
     b.stages = {n: s for n, s in b.stages.items() if n in keep}
 
 

@@ -181,6 +181,35 @@ Backends:
 """
 
 
+def add_weight_options(g) -> None:
+    """The network-weight options of the aot/deaot backends (also ``rvos-kit audit-engine``'s):
+    --checkpoint, --trust-checkpoint, --checkpoint-sha256, --random-weights, --device."""
+    g.add_argument("--checkpoint", help="weights (.pth state dict) matching --model")
+    g.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="unpickle a checkpoint that holds Python objects besides tensors (only for "
+        "files from a trusted source; default: tensors only)",
+    )
+    g.add_argument(
+        "--checkpoint-sha256",
+        metavar="HEX",
+        help="the checkpoint's pinned sha256 (the pipeline passes checkpoints.lock's): "
+        "checked before loading; where torch has no weights_only (< 1.13) only a pinned or "
+        "trusted checkpoint is loaded",
+    )
+    g.add_argument(
+        "--random-weights",
+        type=int,
+        metavar="SEED",
+        help="random weights from SEED instead of --checkpoint (tests and benchmarks only: "
+        "the masks are meaningless)",
+    )
+    g.add_argument(
+        "--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu"
+    )
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "propagate",
@@ -210,30 +239,7 @@ def register(sub) -> None:
         "deaotpy variant: aott aots aotb aotl r50_aotl r101_aotl rs101_aotl swinb_aotl / "
         "deaott deaots deaotb deaotl r50_deaotl swinb_deaotl",
     )
-    g.add_argument("--checkpoint", help="weights (.pth state dict) matching --model")
-    g.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="unpickle a checkpoint that holds Python objects besides tensors (only for "
-        "files from a trusted source; default: tensors only)",
-    )
-    g.add_argument(
-        "--checkpoint-sha256",
-        metavar="HEX",
-        help="the checkpoint's pinned sha256 (the pipeline passes checkpoints.lock's): "
-        "checked before loading; where torch has no weights_only (< 1.13) only a pinned or "
-        "trusted checkpoint is loaded",
-    )
-    g.add_argument(
-        "--random-weights",
-        type=int,
-        metavar="SEED",
-        help="random weights from SEED instead of --checkpoint (tests and benchmarks only: "
-        "the masks are meaningless)",
-    )
-    g.add_argument(
-        "--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu"
-    )
+    add_weight_options(g)
     g.add_argument(
         "--scales",
         type=_scales,
