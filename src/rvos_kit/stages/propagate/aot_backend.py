@@ -75,7 +75,8 @@ Shared encoder (``share_encoder``, default on; ``--no-share-encoder`` turns it o
     so the masks are byte-identical (tested). The features stay where they were made (the
     device) while the cache holds at most ``encoder_cache_mb`` MiB (default 4096); beyond
     that, further (frame, view) features are recomputed each time, as without sharing.
-    ``encoder_calls`` counts the encoder runs.
+    ``encoder_calls`` counts the encoder runs. A frame whose views are all shared already
+    is not prepared again either (no resizing of its six views).
 
 Precision
     * On CUDA the whole propagation runs under ``torch.autocast`` float16, as
@@ -380,12 +381,20 @@ class AOTBackend:
         views = [(flip, view_size(h, w, s, self.max_long_side, align)) for s, flip in self.views]
         dev = self.device
 
-        def inputs(t):
+        def view_tensors(t):
             bgr = frames.bgr(t)
             return [torch.from_numpy(view_image(bgr, size, flip)[None]) for flip, size in views]
 
         if frames is not self._cache_video:  # a new video: features of the last one go
             self._cache, self._cache_video, self._cache_used = {}, frames, 0
+
+        def inputs(t):
+            """Frame t's view tensors, or Nones when the encoder's features of all its views
+            are shared already (no view to prepare: only the main thread adds to the cache,
+            and nothing leaves it within a video)."""
+            if self.share_encoder and all((t, v) in self._cache for v in range(len(views))):
+                return [None] * len(views)
+            return view_tensors(t)
 
         def encode(t, v, img):
             """The encoder's features of frame t at view v: shared between the expressions
@@ -401,7 +410,7 @@ class AOTBackend:
             return embs
 
         # Reference: the same tensors serve both passes.
-        ref_imgs = [x.to(dev) for x in inputs(k)]
+        ref_imgs = [x.to(dev) for x in view_tensors(k)]  # engines size themselves from these
         label = ref.astype(np.uint8)
         ref_labels = []
         for flip, size in views:
@@ -435,7 +444,7 @@ class AOTBackend:
             imgs = pending.pop(t).result()
             probs = []
             for v, ((flip, _), engine, img) in enumerate(zip(views, engines, imgs, strict=True)):
-                embs = encode(t, v, img.to(dev, non_blocking=True))
+                embs = encode(t, v, img if img is None else img.to(dev, non_blocking=True))
                 engine.match_propogate_one_frame(img_embs=embs)
                 logit = engine.decode_current_logits((h, w))
                 if flip:
