@@ -449,7 +449,7 @@ UNINEXT_RUNTIME_MODULES = {
     "stages/rvos/infer/uninext.py",
     "stages/rvos/infer/upstream.py",
     "stages/rvos/infer/mounts.py",
-    "stages/rvos/infer/wiring.py",
+    "catalog.py",
 }
 
 

@@ -20,8 +20,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "src" / "rvos_kit"
 
-# room -> rooms it may import (besides itself). "base": errors, argtypes, helptext and
-# the package itself (__version__).
+# room -> rooms it may import (besides itself). "base": errors, argtypes, helptext, the
+# params.yaml reader, the catalogues and the typed config, and the package (__version__).
 ROOMS = {
     "base": set(),
     "trees": {"base"},
@@ -31,7 +31,8 @@ ROOMS = {
     "pipeline": {"base", "trees", "compute", "artifacts", "stages"},
     "top": {"base", "trees", "compute", "artifacts", "stages", "pipeline"},  # cli, __main__
 }
-BASE = {"rvos_kit", "rvos_kit.errors", "rvos_kit.argtypes", "rvos_kit.helptext"}  # __version__
+BASE = {"rvos_kit", "rvos_kit.errors", "rvos_kit.argtypes", "rvos_kit.helptext",
+        "rvos_kit.yamlfiles", "rvos_kit.catalog", "rvos_kit.config"}  # fmt: skip
 # The documented exceptions: (importer, imported) -> why. Each is named in the docstring
 # of the importing module.
 EXCEPTIONS = {

@@ -35,9 +35,14 @@ from rvos_kit.compute.docker import (
 from rvos_kit.errors import KitError
 from rvos_kit.pipeline.run import execute
 
+# the keys a params file must have (rvos_kit.config: the runner reads the whole file)
+MINIMAL = "data: {meta: meta.json}\npaths: {outputs: outputs}\nmodels: {}\n"
 PARAMS = """\
-data: {root: data/refer_youtube_vos, split: valid}
+# data.images: the dataset's root here, so that one mount holds every split's frames
+data: {meta: data/refer_youtube_vos/meta_expressions.json, images: data/refer_youtube_vos,
+       split: valid}
 paths: {outputs: outputs, checkpoints: checkpoints}
+models: {}
 runner:
   mode: docker
   gpus: all
@@ -179,7 +184,9 @@ def test_gpu_selection(gpus, expect):
 
 def test_gpu_values_from_params(tmp_path):
     for value, want in [("none", None), (0, None), (2, "2"), ([0, 3], "0,3"), ("all", "all")]:
-        (tmp_path / "params.yaml").write_text(json.dumps({"runner": {"gpus": value}}))
+        (tmp_path / "params.yaml").write_text(
+            MINIMAL + json.dumps({"runner": {"gpus": value}})[1:-1]
+        )
         assert load_settings(tmp_path / "params.yaml").gpus == want
     argv = docker_argv(
         "img", ["true"], mounts=[Mount("/d", "ro")], workdir="/", user="1:1", gpus=None
@@ -202,14 +209,16 @@ def test_image_choice(tmp_path):
 
 def test_params_errors_name_the_file(tmp_path):
     p = tmp_path / "params.yaml"
-    p.write_text("runner: {mode: kubernetes}\n")
-    with pytest.raises(KitError, match=r"params.yaml: runner.mode 'kubernetes'"):
+    p.write_text(MINIMAL + "runner: {mode: kubernetes}\n")
+    with pytest.raises(
+        KitError, match=r"params.yaml: runner.mode: .*'docker' \(got 'kubernetes'\)"
+    ):
         load_settings(p)
-    p.write_text("runner: {images: {rvos: a}, stages: {propagate: nope}}\n")
-    with pytest.raises(KitError, match=r"runner.stages.propagate names image 'nope'"):
+    p.write_text(MINIMAL + "runner: {images: {rvos: a}, stages: {propagate: nope}}\n")
+    with pytest.raises(KitError, match=r"runner.stages.propagate: image 'nope' is not in runner"):
         load_settings(p)
-    p.write_text("runner: [1, 2]\n")
-    with pytest.raises(KitError, match="runner must be a mapping"):
+    p.write_text(MINIMAL + "runner: [1, 2]\n")
+    with pytest.raises(KitError, match="runner: Input should be a valid dictionary"):
         load_settings(p)
     with pytest.raises(KitError, match="params file not found"):
         load_settings(tmp_path / "missing.yaml")
@@ -260,7 +269,7 @@ def test_cpu_only_verbs_run_natively_even_in_docker_mode(tmp_path):
     """mode: docker and the verb mapped to an image, yet no docker is needed: keyframes
     is CPU-only. PATH holds no docker at all."""
     (tmp_path / "params.yaml").write_text(
-        "runner: {mode: docker, images: {rvos: x}, stages: {keyframes: rvos}}\n"
+        MINIMAL + "runner: {mode: docker, images: {rvos: x}, stages: {keyframes: rvos}}\n"
     )
     (tmp_path / "scores.json").write_text('{"v": {"0": [0, 1]}}')
     env = dict(os.environ, PATH=str(tmp_path / "empty-bin"))

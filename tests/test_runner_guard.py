@@ -32,6 +32,7 @@ def project(tmp_path: Path, runner: str = "", outputs: str = "outputs") -> Path:
     root = tmp_path / "home" / "me" / "proj"
     (root / "data" / "JPEGImages").mkdir(parents=True)
     (root / "params.yaml").write_text(
+        f"data: {{meta: meta.json}}\nmodels: {{}}\n"
         f"paths: {{outputs: {outputs!r}}}\nrunner:\n  mode: docker\n{runner}"
     )
     return root
@@ -127,6 +128,7 @@ def test_image_references_that_are_not_references_are_refused(tmp_path, capsys, 
     root = tmp_path / "p"
     root.mkdir()
     (root / "params.yaml").write_text(
+        "data: {meta: meta.json}\nmodels: {}\n"
         f"paths: {{outputs: outputs}}\nrunner:\n  mode: docker\n  images: {{rvos: {ref!r}}}\n"
     )
     monkeypatch.chdir(root)

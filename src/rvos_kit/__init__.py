@@ -3,8 +3,11 @@
 The package is laid out like the DAG it runs, in rooms:
 
     cli.py      ``rvos-kit <verb>``: every verb, listed in DAG order by ``--help``
-    errors.py, argtypes.py, helptext.py
-                the base: the one user-facing error, argument types, help text
+    errors.py, argtypes.py, helptext.py, yamlfiles.py, catalog.py, config.py
+                the base: the one user-facing error, argument types, help text, the
+                params.yaml reader, the model and backend catalogues with every
+                default (catalog.py, plain Python) and the typed config every layer
+                reads (config.py: load_params, pydantic)
     trees/      what lies on disk between stages: mask trees, the PNG codec, meta, the
                 JSON side files, atomic writes and staged output folders, digests
     compute/    how a stage's work runs: worker processes, shards on Ray, Docker
@@ -17,7 +20,7 @@ The package is laid out like the DAG it runs, in rooms:
 
 What a room may import (``tests/test_layout.py`` checks it, lazy imports included):
 
-    base        nothing of the kit (but ``__version__``)
+    base        nothing of the kit (but ``__version__`` and the base itself)
     trees       base
     compute     base, trees
     artifacts   base, trees

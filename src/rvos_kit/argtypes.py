@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 
 
 def _int_at_least(low: int, text: str) -> int:
@@ -112,3 +113,30 @@ def declared_paths(args: argparse.Namespace, specs: tuple[str, ...]) -> list[tup
                 if isinstance(x, (str, os.PathLike)) and str(x):
                     out.append((dest, str(x)))
     return out
+
+
+# Docker's reference grammar (github.com/distribution/reference), sha256 digests only.
+_ALNUM = r"[a-z0-9]+"
+_SEPARATOR = r"(?:[._]|__|-+)"
+_PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_HOST = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])"
+_NAME = rf"(?:{_HOST}(?::[0-9]+)?/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+REFERENCE = re.compile(
+    rf"(?P<name>{_NAME})(?::[\w][\w.-]{{0,127}})?(?:@sha256:[a-f0-9]{{64}})?", re.ASCII
+)
+NAME_MAX = 255  # Docker's limit on the name part
+
+
+def image_ref_error(ref) -> str | None:
+    """Why ``ref`` is not a Docker image reference, or None when it is one."""
+    if not isinstance(ref, str) or not ref:
+        return "not a non-empty string"
+    if ref.startswith("-"):
+        return "starts with '-', so docker would read it as an option"
+    m = REFERENCE.fullmatch(ref)
+    if m is None:
+        return "does not match name[:tag][@sha256:<64 hex>] (lower-case name components)"
+    if len(m.group("name")) > NAME_MAX:
+        return f"its name is longer than {NAME_MAX} characters"
+    return None

@@ -250,10 +250,9 @@ def _selection(args) -> tuple[Lock, Path, list[Artifact]]:
     from ..pipeline.preflight import load_pipeline, pipeline_downloads
 
     pl = load_pipeline(args.params)
-    paths = pl.p["paths"]
-    lock = load_lock(pl.base / paths.get("lock", DEFAULT_LOCK))
+    lock = load_lock(pl.base / pl.p.paths.lock)
     names = pipeline_downloads(pl)
-    return lock, pl.base / paths.get("downloads", "."), lock.select(names) if names else []
+    return lock, pl.base / pl.p.paths.downloads, lock.select(names) if names else []
 
 
 def run_fetch(args) -> int:

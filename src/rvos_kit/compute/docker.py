@@ -21,11 +21,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__
+from .. import catalog
+from ..catalog import default
 from ..errors import KitError
 from .runguard import check_images, check_mounts, image_ref_error
 
-MODES = ("native", "docker")
+MODES = catalog.RUNNER_MODES
 
 # Verbs that never need an image: CPU work on files (fusion, packing, evaluation, audit,
 # downloads, imports, the DAG tools). ``run`` itself is refused as a verb.
@@ -47,18 +48,9 @@ CPU_ONLY_VERBS = frozenset(
     }
 )
 
-DEFAULT_IMAGES = {
-    "rvos": f"rvos-kit/rvos:{__version__}",
-    "uninext": f"rvos-kit/uninext:{__version__}",
-}
-DEFAULT_STAGES = {
-    "propagate": "rvos",
-    "rvos_soc": "rvos",
-    "rvos_mutr": "rvos",
-    "rvos_referformer_ft": "rvos",
-    "rvos_vit_huge": "uninext",
-    "rvos_convnext": "uninext",
-}
+# runner.images when params.yaml does not say; runner.stages: catalog.default_stages()
+# (the model and backend catalogues say which image each stage runs in).
+DEFAULT_IMAGES = catalog.IMAGES
 
 
 def stage_name(stage: str) -> str:
@@ -77,15 +69,15 @@ class Settings:
 
     base: Path  # the folder holding params.yaml (paths in it are relative to it)
     where: str = "params.yaml"  # for messages
-    mode: str = "native"
-    gpus: str | None = "all"
-    images: dict = field(default_factory=lambda: dict(DEFAULT_IMAGES))
-    stages: dict = field(default_factory=lambda: dict(DEFAULT_STAGES))
-    shm_size: str | None = "8g"
-    network: str | None = "none"
+    mode: str = default("runner", "mode")
+    gpus: str | None = default("runner", "gpus")
+    images: dict = field(default_factory=lambda: dict(catalog.IMAGES))
+    stages: dict = field(default_factory=catalog.default_stages)
+    shm_size: str | None = default("runner", "shm_size")
+    network: str | None = default("runner", "network")
     outputs: str = "outputs"
-    ro_paths: tuple = ("checkpoints",)  # relative to base; mounted read-only if present
-    allow_mounts_outside_project: bool = False  # compute/runguard.py
+    ro_paths: tuple = (default("paths", "checkpoints"),)  # relative to base; read-only if there
+    allow_mounts_outside_project: bool = default("runner", "allow_mounts_outside_project")
 
 
 @dataclass(frozen=True)
@@ -117,71 +109,40 @@ def _gpus_value(v, where: str) -> str | None:
     raise KitError(f"{where}: runner.gpus must be all, a count, a device list or none")
 
 
-def _str_map(v, key: str, where: str) -> dict:
-    if not isinstance(v, dict) or not all(
-        isinstance(k, str) and isinstance(x, str) and x for k, x in v.items()
-    ):
-        raise KitError(f"{where}: runner.{key} must map names to strings")
-    return dict(v)
-
-
 def load_settings(params: str | os.PathLike | None) -> Settings:
-    """Read the runner keys of a params.yaml. ``None`` = ``params.yaml`` in the current
-    folder when it exists, else every default."""
-    from ..trees.yamlfiles import read_yaml
-
+    """The runner's view of a params file (read and checked by
+    :func:`rvos_kit.config.load_params`). ``None`` = ``params.yaml`` in the current folder
+    when it exists, else every default."""
     explicit = params is not None
     path = Path(params) if explicit else Path("params.yaml")
     if not path.is_file():
         if explicit:
             raise KitError(f"{path}: params file not found (give --params PATH)")
         return Settings(base=Path.cwd(), where="(defaults, no params.yaml)")
-    p = read_yaml(path)  # the one safe reader: no aliases, no duplicate keys
-    where = str(path)
-    if p is None:
-        p = {}
-    if not isinstance(p, dict):
-        raise KitError(f"{where}: expected a mapping at the top level")
-    r = p.get("runner") or {}
-    if not isinstance(r, dict):
-        raise KitError(f"{where}: runner must be a mapping")
-    mode = r.get("mode", "native")
-    if mode not in MODES:
-        raise KitError(f"{where}: runner.mode {mode!r} is not one of {', '.join(MODES)}")
-    images = _str_map(r.get("images", DEFAULT_IMAGES), "images", where)
-    check_images(images, where)
-    allow = r.get("allow_mounts_outside_project", False)
-    if not isinstance(allow, bool):
-        raise KitError(f"{where}: runner.allow_mounts_outside_project must be true or false")
-    stages = _str_map(r.get("stages", DEFAULT_STAGES), "stages", where)
-    stages = {stage_name(k): v for k, v in stages.items()}
-    for stage, key in stages.items():
-        if key not in images:
-            raise KitError(
-                f"{where}: runner.stages.{stage} names image {key!r}, which runner.images "
-                f"does not define ({', '.join(sorted(images)) or 'none'})"
-            )
-    paths = p.get("paths") or {}
-    data = p.get("data") or {}
-    if not isinstance(paths, dict) or not isinstance(data, dict):
-        raise KitError(f"{where}: paths and data must be mappings")
-    outputs = paths.get("outputs", "outputs")
-    if not isinstance(outputs, str) or not outputs:
-        raise KitError(f"{where}: paths.outputs must be a path")
-    ro = [paths.get("checkpoints", "checkpoints")]
-    ro += [v for k, v in data.items() if k != "split"]
+    from ..config import load_params  # pydantic: the runner runs natively
+
+    return settings_of(load_params(path), path)
+
+
+def settings_of(p, path: str | os.PathLike) -> Settings:
+    """The runner's view of a loaded params file ``p`` (:class:`rvos_kit.config.Params`)
+    read from ``path``."""
+    r, where = p.runner, str(path)
+    check_images(r.images, where)  # the schema checked them too; the last gate is here
+    ro = [p.paths.checkpoints]
+    ro += [v for k, v in p.data.model_dump().items() if k != "split"]
     return Settings(
-        base=path.resolve().parent,
+        base=Path(path).resolve().parent,
         where=where,
-        mode=mode,
-        gpus=_gpus_value(r.get("gpus", "all"), where),
-        images=images,
-        stages=stages,
-        shm_size=_opt_str(r.get("shm_size", "8g")),
-        network=_opt_str(r.get("network", "none")),
-        outputs=outputs,
+        mode=r.mode,
+        gpus=_gpus_value(r.gpus, where),
+        images=dict(r.images),
+        stages={stage_name(k): v for k, v in r.stages.items()},
+        shm_size=_opt_str(r.shm_size),
+        network=_opt_str(r.network),
+        outputs=p.paths.outputs,
         ro_paths=tuple(x for x in ro if isinstance(x, str) and x),
-        allow_mounts_outside_project=allow,
+        allow_mounts_outside_project=r.allow_mounts_outside_project,
     )
 
 

@@ -18,38 +18,14 @@ Mounts:
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
+from ..argtypes import NAME_MAX, REFERENCE, image_ref_error  # noqa: F401 (importable here)
 from ..errors import KitError
 
 ALLOW_KEY = "runner.allow_mounts_outside_project"
 
-# Docker's reference grammar (github.com/distribution/reference), sha256 digests only.
-_ALNUM = r"[a-z0-9]+"
-_SEPARATOR = r"(?:[._]|__|-+)"
-_PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
-_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_HOST = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])"
-_NAME = rf"(?:{_HOST}(?::[0-9]+)?/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
-REFERENCE = re.compile(
-    rf"(?P<name>{_NAME})(?::[\w][\w.-]{{0,127}})?(?:@sha256:[a-f0-9]{{64}})?", re.ASCII
-)
-NAME_MAX = 255  # Docker's limit on the name part
-
-
-def image_ref_error(ref) -> str | None:
-    """Why ``ref`` is not a Docker image reference, or None when it is one."""
-    if not isinstance(ref, str) or not ref:
-        return "not a non-empty string"
-    if ref.startswith("-"):
-        return "starts with '-', so docker would read it as an option"
-    m = REFERENCE.fullmatch(ref)
-    if m is None:
-        return "does not match name[:tag][@sha256:<64 hex>] (lower-case name components)"
-    if len(m.group("name")) > NAME_MAX:
-        return f"its name is longer than {NAME_MAX} characters"
-    return None
+# Docker's reference grammar: rvos_kit.argtypes (the params schema checks it too).
 
 
 def check_images(images: dict, where: str) -> None:

@@ -26,9 +26,15 @@ import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .. import catalog
 from ..argtypes import declare_paths
+from ..catalog import default
 from ..errors import KitError
+
+if TYPE_CHECKING:  # pydantic: not in the images, where verbs register too
+    from ..config import Params
 
 
 @dataclass
@@ -36,7 +42,7 @@ class Pipeline:
     """What the checks look at: the params file, its parsed content and its DAG."""
 
     params_path: Path
-    p: dict
+    p: Params
     stages: dict = field(default_factory=dict)  # the generated dvc.yaml stages (or a scope)
     builder: object = None
     scoped: bool = False  # stages is a part of the DAG: check only what those stages read
@@ -78,7 +84,7 @@ class Pipeline:
 
     @property
     def mode(self) -> str:
-        return (self.p.get("runner") or {}).get("mode", "native")
+        return self.p.runner.mode
 
     def docker_stages(self) -> list[tuple[str, str, list[str]]]:
         """(stage, verb, args) of every stage that goes through `rvos-kit run`, and of
@@ -95,11 +101,11 @@ class Pipeline:
         return out
 
 
-def _produced_by_sample(p: dict, path: str) -> bool:
-    s = p.get("sample")
+def _produced_by_sample(p: Params, path: str) -> bool:
+    s = p.sample
     if not s:
         return False
-    out = os.path.normpath(s["out"])
+    out = os.path.normpath(s.out)
     return os.path.normpath(path) == out or os.path.normpath(path).startswith(out + os.sep)
 
 
@@ -108,7 +114,7 @@ Check = Callable[[Pipeline], Iterable[str]]
 
 # --------------------------------------------------------------------------- checks
 def check_data(pl: Pipeline) -> Iterable[str]:
-    data, name = pl.p["data"], pl.params_path.name
+    data, name = pl.p.data, pl.params_path.name
     get = "Download Ref-YouTube-VOS (https://youtube-vos.org/dataset/rvos/) and set data.*"
     get += f" in {name}"
     for key, what, how in (
@@ -116,8 +122,9 @@ def check_data(pl: Pipeline) -> Iterable[str]:
         ("images", "JPEG frames", get),
         ("gt", "ground truth", f"set data.gt: null in {name} if none"),
     ):
-        if pl.reads(data.get(key)) and pl.missing(data.get(key)):
-            yield f"{what}: {pl.where(data[key])} not found. {how}"
+        path = getattr(data, key)
+        if pl.reads(path) and pl.missing(path):
+            yield f"{what}: {pl.where(path)} not found. {how}"
 
 
 def pipeline_downloads(pl: Pipeline) -> list[str]:
@@ -126,14 +133,14 @@ def pipeline_downloads(pl: Pipeline) -> list[str]:
     of the models it infers)."""
     names = [s[len("fetch_") :] for s in pl.stages if s.startswith("fetch_")]
     for _prop, c, name in _computed_propagations(pl):
-        if c.get("checkpoint") and name not in names:
+        if c.checkpoint and name not in names:
             names.append(name)
     return names + [n for n in infer_downloads(pl) if n not in names]
 
 
 def needed_downloads(pl: Pipeline) -> list[str]:
     """The artifacts of :func:`pipeline_downloads` that are not on disk yet."""
-    downloads = pl.p["paths"].get("downloads", ".")
+    downloads = pl.p.paths.downloads
     lock = pl.builder.lock()
     return [
         n for n in pipeline_downloads(pl) if pl.missing(os.path.join(downloads, lock.get(n).path))
@@ -142,12 +149,12 @@ def needed_downloads(pl: Pipeline) -> list[str]:
 
 def _computed_propagations(pl: Pipeline):
     """(prop, config, checkpoint artifact) of propagation configs that run a network."""
-    for prop, c in (pl.p.get("propagation") or {}).items():
-        if c["backend"] == "flow":
+    for prop, c in pl.p.props.items():
+        if not c.row.gpu:
             continue
-        cmds = [pl.stages.get(f"propagate_{prop}_{n}", {}).get("cmd", "") for n in c["nodes"]]
+        cmds = [pl.stages.get(f"propagate_{prop}_{n}", {}).get("cmd", "") for n in c.nodes]
         if any(cmd and "import-zip" not in cmd for cmd in cmds):
-            yield prop, c, "aot_swinl" if c["backend"] == "aot" else "deaot_swinl"
+            yield prop, c, c.row.checkpoint
 
 
 def fetch_cmd(pl: Pipeline, names: list[str]) -> str:
@@ -155,12 +162,11 @@ def fetch_cmd(pl: Pipeline, names: list[str]) -> str:
     in a scoped view only the named ones, from the pipeline's lock into its folder."""
     if not pl.scoped:
         return f"rvos-kit fetch --params {pl.cmd_path(pl.params_path.name)}"
-    paths = pl.p["paths"]
     words = ["rvos-kit", "fetch", *names]
-    lock = pl.cmd_path(paths.get("lock", "checkpoints.lock"))
-    dest = pl.cmd_path(paths.get("downloads", "."))
-    words += ["--lock", lock] * (lock != "checkpoints.lock")
-    words += ["--dest", dest] * (dest != "." or lock != "checkpoints.lock")
+    lock, default_lock = pl.cmd_path(pl.p.paths.lock), default("paths", "lock")
+    dest = pl.cmd_path(pl.p.paths.downloads)
+    words += ["--lock", lock] * (lock != default_lock)
+    words += ["--dest", dest] * (dest != "." or lock != default_lock)
     return shlex.join(words)
 
 
@@ -185,7 +191,7 @@ def check_downloads(pl: Pipeline) -> Iterable[str]:
 def check_pins(pl: Pipeline) -> Iterable[str]:
     """Released zips the DAG fetches that are here but that checkpoints.lock has no sha256
     for: nothing verifies them, and the pipeline's `fetch_*` stage exits 1 on them."""
-    downloads = pl.p["paths"].get("downloads", ".")
+    downloads = pl.p.paths.downloads
     lock = pl.builder.lock()
     fetched = [s[len("fetch_") :] for s in pl.stages if s.startswith("fetch_")]
     names = [
@@ -201,14 +207,14 @@ def check_pins(pl: Pipeline) -> Iterable[str]:
 
 
 def check_models(pl: Pipeline) -> Iterable[str]:
-    for name, m in pl.p["models"].items():
-        if m["source"] == "tree" and pl.reads(m["tree"]) and pl.missing(m["tree"]):
+    for name, m in pl.p.models.items():
+        if m.source == "tree" and pl.reads(m.tree) and pl.missing(m.tree):
             yield (
-                f"models.{name} tree: {pl.where(m['tree'])} not found. Point "
+                f"models.{name} tree: {pl.where(m.tree)} not found. Point "
                 f"models.{name}.tree at a model folder"
             )
-        elif m["source"] == "imported" and f"rvos_{name}" in pl.stages:
-            for d in m["dumps"]:
+        elif m.source == "imported" and f"rvos_{name}" in pl.stages:
+            for d in m.dumps:
                 if pl.missing(d):
                     yield (
                         f"models.{name} dump: {pl.where(d)} not found. The original inference "
@@ -217,8 +223,8 @@ def check_models(pl: Pipeline) -> Iterable[str]:
 
 
 def _infer_models(pl: Pipeline) -> list[str]:
-    return [n for n, m in pl.p["models"].items()
-            if m["source"] == "infer" and f"rvos_{n}" in pl.stages]  # fmt: skip
+    return [n for n, m in pl.p.models.items()
+            if m.source == "infer" and f"rvos_{n}" in pl.stages]  # fmt: skip
 
 
 def _model_artifacts(pl: Pipeline, models) -> list:
@@ -235,9 +241,9 @@ def infer_downloads(pl: Pipeline) -> list[str]:
 
 def check_split(pl: Pipeline) -> Iterable[str]:
     """The valid split is the valid meta minus the test meta: both files are needed."""
-    if "meta_valid_only" in pl.stages and pl.missing(pl.p["data"].get("test_meta")):
+    if "meta_valid_only" in pl.stages and pl.missing(pl.p.data.test_meta):
         yield (
-            f"test meta_expressions: {pl.where(pl.p['data']['test_meta'])} not found "
+            f"test meta_expressions: {pl.where(pl.p.data.test_meta)} not found "
             "(data.split: valid = the valid meta minus the test videos). Download "
             "Ref-YouTube-VOS (https://youtube-vos.org/dataset/rvos/) and set data.test_meta"
         )
@@ -258,31 +264,29 @@ def check_infer(pl: Pipeline) -> Iterable[str]:
     """Per model with ``source: infer``: what its inference lacks here (its image in docker
     mode, its checkpoint, the pretrained text encoder / backbone, the upstream code when
     native). The GPU: check_cuda (native) and check_docker (docker)."""
-    from ..stages.rvos.infer.wiring import IMAGES, PRETRAINED
-
-    inf = pl.p.get("infer") or {}
-    downloads = pl.p["paths"].get("downloads", ".")
-    pretrained = inf.get("pretrained", "checkpoints/pretrained")
+    inf = pl.p.infer
+    downloads = pl.p.paths.downloads
+    pretrained = inf.pretrained if inf else default("infer", "pretrained")
     settings = None
     if pl.mode == "docker":
-        from ..compute.docker import load_settings
+        from ..compute.docker import settings_of
 
-        settings = load_settings(pl.params_path)
+        settings = settings_of(pl.p, pl.params_path)
     for m in _infer_models(pl):
-        lacks = []
+        lacks, row = [], catalog.MODELS[m]
         if settings is not None:
-            image = settings.images.get(settings.stages.get(f"rvos_{m}", IMAGES[m]))
+            image = settings.images.get(settings.stages.get(row.stage, row.image))
             if image and _image_missing(image):
                 lacks.append(f"image {image} (`make images`)")
         ckpt = os.path.join(downloads, pl.builder.lock().get(m).path)
         if pl.missing(ckpt):
             lacks.append(f"checkpoint {pl.where(ckpt)}")
-        for part in PRETRAINED.get(m, ()):
+        for part in row.pretrained:
             if pl.missing(os.path.join(pretrained, part)):
                 lacks.append(f"pretrained {pl.where(os.path.join(pretrained, part))}")
-        if pl.mode != "docker" and pl.missing(inf.get("upstream")):
+        if pl.mode != "docker" and pl.missing(inf.upstream):
             lacks.append(
-                f"upstream code {pl.where(inf['upstream'])} (the published repository at "
+                f"upstream code {pl.where(inf.upstream)} (the published repository at "
                 "commit c538b0d)"
             )
         if lacks:
@@ -298,7 +302,7 @@ def check_infer(pl: Pipeline) -> Iterable[str]:
 
 def check_cuda(pl: Pipeline) -> Iterable[str]:
     computed = any(True for _ in _computed_propagations(pl)) or _infer_models(pl)
-    gpu = computed and pl.p.get("device", "cuda") == "cuda"
+    gpu = computed and pl.p.device == "cuda"
     if not gpu or pl.mode != "native":
         return
     try:
@@ -324,9 +328,9 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess | None:
 def check_docker(pl: Pipeline) -> Iterable[str]:
     if pl.mode != "docker":
         return
-    from ..compute.docker import image_key, load_settings
+    from ..compute.docker import image_key, settings_of
 
-    settings = load_settings(pl.params_path)
+    settings = settings_of(pl.p, pl.params_path)
     images = sorted(
         {
             settings.images[k]
@@ -363,18 +367,6 @@ def check_docker(pl: Pipeline) -> Iterable[str]:
             )
 
 
-def check_scale(pl: Pipeline) -> Iterable[str]:
-    """``scale:`` well formed (it is read when the sharded stages run)."""
-    from ..compute.scale import scale_settings
-
-    if pl.scoped and not any(n.startswith(("propagate_", "rvos_")) for n in pl.stages):
-        return
-    try:
-        scale_settings(pl.p, str(pl.params_path))
-    except KitError as e:
-        yield str(e)
-
-
 # Run in this order; issue-specific checks (e.g. per-model inference needs) append here.
 CHECKS: list[Check] = [
     check_data,
@@ -385,13 +377,12 @@ CHECKS: list[Check] = [
     check_infer,
     check_cuda,
     check_docker,
-    check_scale,
 ]
 
 
 def load_pipeline(params_path) -> Pipeline:
+    from ..config import load_params  # pydantic: preflight runs natively
     from .dag import Builder, build
-    from .params import load_params  # pydantic: preflight runs natively
 
     params_path = Path(params_path)
     p = load_params(params_path)

@@ -60,16 +60,14 @@ def target_stages(pl, stage=None, model=None, guard=None) -> list[str] | None:
         return guarded_by(pl, guard)
     targets = list(stage or [])
     for m in model or []:
-        if m not in pl.p["models"]:
-            raise KitError(
-                f"{pl.params_path}: no model {m!r} (models: {', '.join(pl.p['models'])})"
-            )
+        if m not in pl.p.models:
+            raise KitError(f"{pl.params_path}: no model {m!r} (models: {', '.join(pl.p.models)})")
         own = [f"rvos_{m}", f"keyframes_{m}", f"audit_{m}_trees"]
         found = [n for n in own if n in pl.stages]
         if not found:
             raise KitError(
                 f"{pl.params_path}: model {m!r} has no stage in this pipeline (source: "
-                f"{pl.p['models'][m]['source']}, or nothing downstream reads it)"
+                f"{pl.p.models[m].source}, or nothing downstream reads it)"
             )
         targets += found
     if not targets:

@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from .. import catalog
 from ..argtypes import declare_paths
 from ..errors import KitError
 from ..trees.files import atomic_write_bytes
@@ -43,21 +44,16 @@ from ..trees.masktree import StagedTree, write_mask
 from ..trees.meta import valid_only
 from ..trees.synthetic import colour_texture, corrupt, ellipse, probability
 
-MODELS = {
-    "soc": "logits",
-    "mutr": "logits",
-    "referformer_ft": "logits",
-    "vit_huge": "probabilities",
-    "convnext": "probabilities",
-}
-# per model: P(refers to the wrong object), boundary jitter (px), P(false blob), P(miss)
-PROFILES = {
-    "soc": (0.20, 2, 0.15, 0.08),
-    "mutr": (0.25, 3, 0.20, 0.10),
-    "referformer_ft": (0.20, 2, 0.25, 0.10),
-    "vit_huge": (0.15, 2, 0.15, 0.06),
-    "convnext": (0.25, 3, 0.20, 0.12),
-}
+_D = catalog.DEFAULTS["sample"]
+
+
+def sample_models() -> dict[str, catalog.ModelRow]:
+    """The simulated models, in catalogue order: the rows with a ``sample`` profile (P(refers
+    to the wrong object), boundary jitter (px), P(false blob), P(miss))."""
+    return {n: r for n, r in catalog.MODELS.items() if r.sample is not None}
+
+
+MODELS = {n: r.kind for n, r in sample_models().items()}  # model -> kind of its output
 EXP_COUNTS = (2, 3, 1, 4, 5, 2, 3, 4)
 
 
@@ -71,13 +67,15 @@ def _iou(a, b):
     return 1.0 if u == 0 else float(np.logical_and(a, b).sum() / u)
 
 
-def make_sample(out, seed=0, videos=6, frames=12, height=96, width=160, progress=True):
+def make_sample(out, seed=_D["seed"], videos=_D["videos"], frames=_D["frames"],
+                height=_D["height"], width=_D["width"], progress=True):  # fmt: skip
     """Write the sample dataset to ``out`` (replaced atomically)."""
+    models = sample_models()
     if videos < 1 or frames < 2 or height < 32 or width < 32:
         raise KitError("sample needs >= 1 video, >= 2 frames and frames of at least 32x32 px")
     rng = np.random.default_rng(seed)
     meta = {"videos": {}}
-    scores = {m: {} for m in MODELS}
+    scores = {m: {} for m in models}
     with StagedTree(out) as staged:
         root = staged.path
         for vi in tqdm(range(videos), unit="video", desc="make-sample", disable=not progress):
@@ -131,9 +129,10 @@ def make_sample(out, seed=0, videos=6, frames=12, height=96, width=160, progress
                 d.mkdir(parents=True)
                 for t, name in enumerate(names):
                     write_mask(d / f"{name}.png", truth[t, e // 2])
-            for model, kind in MODELS.items():
-                p_wrong, jitter, p_blob, p_miss = PROFILES[model]
-                mrng = np.random.default_rng([seed, vi, list(MODELS).index(model)])
+            for model, row in models.items():
+                kind = row.kind
+                p_wrong, jitter, p_blob, p_miss = row.sample
+                mrng = np.random.default_rng([seed, vi, list(models).index(model)])
                 scores[model][vid] = {}
                 for e in range(n_exp):
                     obj = e // 2
@@ -159,7 +158,7 @@ def make_sample(out, seed=0, videos=6, frames=12, height=96, width=160, progress
                     scores[model][vid][str(e)] = s
         text = json.dumps(meta, indent=1) + "\n"
         atomic_write_bytes(root / "meta_expressions.json", text.encode())
-        for model in MODELS:
+        for model in models:
             text = json.dumps(scores[model]) + "\n"
             atomic_write_bytes(root / "models" / model / "scores.json", text.encode())
     return Path(out)
@@ -178,11 +177,13 @@ def register(sub) -> None:
         description=__doc__,
     )
     p.add_argument("--out", required=True, help="folder to create (replaced atomically)")
-    p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same bytes")
-    p.add_argument("--videos", type=int, default=6, help="number of videos")
-    p.add_argument("--frames", type=int, default=12, help="frames per video")
-    p.add_argument("--height", type=int, default=96, help="frame height in pixels")
-    p.add_argument("--width", type=int, default=160, help="frame width in pixels")
+    p.add_argument(
+        "--seed", type=int, default=_D["seed"], help="random seed: same seed, same bytes"
+    )
+    p.add_argument("--videos", type=int, default=_D["videos"], help="number of videos")
+    p.add_argument("--frames", type=int, default=_D["frames"], help="frames per video")
+    p.add_argument("--height", type=int, default=_D["height"], help="frame height in pixels")
+    p.add_argument("--width", type=int, default=_D["width"], help="frame width in pixels")
     declare_paths(p, writes=("out",))
     p.set_defaults(func=run)
 

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .. import catalog
 from ..argtypes import add_workers, declare_paths, positive_int
 from ..compute import pool
 from ..errors import KitError
@@ -62,18 +63,19 @@ from ..trees.meta import Meta, Video, agreed_meta, load_meta
 from ..trees.pngcodec import ENCODERS, EncodeCache, decode_values, png_header
 from ..trees.staging import check_outputs
 
-PAIRINGS = ("consecutive", "none")
-ODD_RULES = ("vote", "first")
+PAIRINGS = catalog.PAIRINGS
+ODD_RULES = catalog.ODD_RULES
+_D = catalog.DEFAULTS["fusion"]
 
 
 @dataclass(frozen=True)
 class VoteRule:
-    pairing: str = "consecutive"
-    pair_threshold: int = 4
-    odd: str = "vote"
-    odd_threshold: int = 3
+    pairing: str = _D["pairing"]
+    pair_threshold: int = _D["pair_threshold"]
+    odd: str = _D["odd"]
+    odd_threshold: int = _D["odd_threshold"]
     foreground: str = "255"
-    encoder: str = "pil"
+    encoder: str = catalog.default("", "encoder")
 
     def check(self, n_sources: int, odd_from: Path | None) -> None:
         if self.pairing not in PAIRINGS:
@@ -298,16 +300,20 @@ def register(sub) -> None:
         "read off the first source tree",
     )
     p.add_argument(
-        "--pair-threshold", type=positive_int, default=4, help="pair: count >= N (default 4)"
+        "--pair-threshold",
+        type=positive_int,
+        default=_D["pair_threshold"],
+        help="pair: count >= N (default %(default)s)",
     )
     p.add_argument(
         "--odd",
         choices=ODD_RULES,
-        default="vote",
+        default=_D["odd"],
         help="single expressions: 'vote' (count >= --odd-threshold, stage 2) or 'first' "
         "(the first source's mask, stage 1)",
     )
-    p.add_argument("--odd-threshold", type=positive_int, default=3, help="odd vote: count >= N")
+    p.add_argument("--odd-threshold", type=positive_int, default=_D["odd_threshold"],
+                   help="odd vote: count >= N")  # fmt: skip
     p.add_argument(
         "--odd-from",
         metavar="ROOT",
@@ -317,7 +323,7 @@ def register(sub) -> None:
     p.add_argument(
         "--pairing",
         choices=PAIRINGS,
-        default="consecutive",
+        default=_D["pairing"],
         help="'consecutive' pairs (0,1),(2,3)... as published; 'none' votes every "
         "expression alone with the odd rule (data where neighbours are different objects)",
     )
@@ -330,7 +336,7 @@ def register(sub) -> None:
     p.add_argument(
         "--encoder",
         choices=ENCODERS,
-        default="pil",
+        default=catalog.default("", "encoder"),
         help="'pil': bytes identical to the published PNGs; 'fast': same pixels, ISA-L deflate "
         "level 1, not byte-identical",
     )

@@ -71,6 +71,7 @@ import numpy as np
 from isal import isal_zlib
 from PIL import Image
 
+from ..catalog import ENCODERS  # noqa: F401 (the value set of params.yaml's encoder)
 from ..errors import KitError
 
 try:  # the compiled unfilter (setup.py); absent where the build had no C compiler
@@ -78,7 +79,6 @@ try:  # the compiled unfilter (setup.py); absent where the build had no C compil
 except ImportError:  # the numpy path below gives the same pixels
     _c_unfilter = None
 
-ENCODERS = ("pil", "fast")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # A Paeth row is unfiltered with one Python step per value change in the row above; past
 # this many changes (not a mask) OpenCV's C loop is faster.

@@ -71,7 +71,6 @@ from .plan import ScaleReport, Shard, ShardedStage, partition, shard_key, tree_c
 from .session import SESSION_ENV, ray_session, session_main
 from .settings import (
     DEFAULT_NEEDS,
-    SCALE_KEYS,
     ScaleSettings,
     ShardNeeds,
     add_arguments,
@@ -87,7 +86,6 @@ __all__ = [
     "FAULT_ENV",
     "PRELOAD_ENV",
     "PROGRESS_PREFIX",
-    "SCALE_KEYS",
     "SESSION_ENV",
     "SLOW_ENV",
     "ScaleReport",

@@ -12,16 +12,13 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ... import catalog
+from ...catalog import default
 from ...errors import KitError
 
-# What the needs of a stage kind are when params.yaml does not say (scale.needs).
-DEFAULT_NEEDS = {
-    "flow": {"cpus": 1, "gpus": 0},
-    "aot": {"cpus": 2, "gpus": 1},
-    "deaot": {"cpus": 2, "gpus": 1},
-    "infer": {"cpus": 4, "gpus": 1},
-}
-SCALE_KEYS = ("address", "shards", "videos_per_shard", "max_retries", "needs", "local")
+# What the needs of a stage kind are when params.yaml does not say (scale.needs): one row
+# per propagation backend in the backend catalogue, and inference.
+DEFAULT_NEEDS = catalog.default_needs()
 
 
 @dataclass(frozen=True)
@@ -34,72 +31,42 @@ class ShardNeeds:
 class ScaleSettings:
     """``scale:`` of params.yaml (every key optional)."""
 
-    address: str = "local"
+    address: str = default("scale", "address")
     shards: int | None = None  # None = auto
     videos_per_shard: int | None = None
-    max_retries: int = 2
-    needs: dict = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_NEEDS.items()})
+    max_retries: int = default("scale", "max_retries")
+    needs: dict = field(default_factory=catalog.default_needs)
     local_cpus: int | None = None  # embedded Ray: CPUs (default: all) ...
     local_gpus: int | None = None  # ... and GPUs (default: what Ray detects)
 
     def needs_of(self, kind: str) -> ShardNeeds:
-        n = {**DEFAULT_NEEDS.get(kind, {"cpus": 1, "gpus": 0}), **self.needs.get(kind, {})}
+        n = {**catalog.default_needs().get(kind, {"cpus": 1, "gpus": 0}),
+             **self.needs.get(kind, {})}  # fmt: skip
         return ShardNeeds(cpus=n["cpus"], gpus=n["gpus"])
 
 
-def _number(v, key: str, where: str, low: float, integer: bool = False):
-    ok = isinstance(v, int) if integer else isinstance(v, (int, float)) and math.isfinite(v)
-    if isinstance(v, bool) or not ok or v < low:
-        kind = "an integer" if integer else "a finite number"
-        raise KitError(f"{where}: scale.{key} must be {kind} >= {low:g}, not {v!r}")
-    return v
+def scale_settings(p, where: str = "params.yaml") -> ScaleSettings:
+    """The ``scale`` section of a loaded params file (:class:`rvos_kit.config.Params`), or
+    of a params mapping (checked here against the same schema); absent = every default."""
+    if isinstance(p, dict) or p is None:
+        from ...config import ScaleSection, check_section  # pydantic: the driver is native
 
-
-def scale_settings(p: dict | None, where: str = "params.yaml") -> ScaleSettings:
-    """The ``scale`` section of a parsed params file (absent = every default)."""
-    s = (p or {}).get("scale") or {}
-    if not isinstance(s, dict):
-        raise KitError(f"{where}: scale must be a mapping")
-    unknown = sorted(set(s) - set(SCALE_KEYS))
-    if unknown:
-        raise KitError(f"{where}: unknown key scale.{unknown[0]}; allowed: {', '.join(SCALE_KEYS)}")
-    address = s.get("address", "local")
-    if not isinstance(address, str) or not address.strip():
-        raise KitError(f"{where}: scale.address must be local, auto, ray://HOST:PORT or HOST:PORT")
-    shards = s.get("shards", "auto")
-    if shards == "auto" or shards is None:
-        shards = None
+        s = check_section(ScaleSection, (p or {}).get("scale"), "scale", where)
     else:
-        shards = _number(shards, "shards", where, 1, integer=True)
-    vps = s.get("videos_per_shard")
-    if vps is not None:
-        vps = _number(vps, "videos_per_shard", where, 1, integer=True)
-        if shards is not None:
-            raise KitError(f"{where}: give scale.shards or scale.videos_per_shard, not both")
-    retries = _number(s.get("max_retries", 2), "max_retries", where, 0, integer=True)
-    needs = {k: dict(v) for k, v in DEFAULT_NEEDS.items()}
-    given = s.get("needs") or {}
-    if not isinstance(given, dict):
-        raise KitError(f"{where}: scale.needs must map a stage kind to {{cpus, gpus}}")
-    for kind, n in given.items():
-        if not isinstance(n, dict) or set(n) - {"cpus", "gpus"}:
-            raise KitError(f"{where}: scale.needs.{kind} must be {{cpus: N, gpus: N}}")
-        for k, v in n.items():
-            _number(v, f"needs.{kind}.{k}", where, 0)
-        needs[kind] = {**needs.get(kind, {"cpus": 1, "gpus": 0}), **n}
-    local = s.get("local") or {}
-    if not isinstance(local, dict) or set(local) - {"cpus", "gpus"}:
-        raise KitError(f"{where}: scale.local must be {{cpus: N, gpus: N}} (embedded Ray)")
-    for k, v in local.items():
-        _number(v, f"local.{k}", where, 0, integer=True)
+        s = p.scale
+    needs = catalog.default_needs()
+    for kind, n in (s.needs or {}).items():
+        given = {k: v for k, v in n.model_dump().items() if v is not None}
+        needs[kind] = {**needs.get(kind, {"cpus": 1, "gpus": 0}), **given}
+    local = s.local
     return ScaleSettings(
-        address=address.strip(),
-        shards=shards,
-        videos_per_shard=vps,
-        max_retries=retries,
+        address=s.address.strip(),
+        shards=None if s.shards == "auto" else s.shards,
+        videos_per_shard=s.videos_per_shard,
+        max_retries=s.max_retries,
         needs=needs,
-        local_cpus=local.get("cpus"),
-        local_gpus=local.get("gpus"),
+        local_cpus=local.cpus if local else None,
+        local_gpus=local.gpus if local else None,
     )
 
 
@@ -172,11 +139,7 @@ def settings_from_args(args, kind: str) -> ScaleSettings:
 
 
 def load_scale(params: str | os.PathLike) -> ScaleSettings:
-    """``scale`` of a params file."""
-    from ...trees.yamlfiles import read_yaml
+    """``scale`` of a params file (read and checked by :func:`rvos_kit.config.load_params`)."""
+    from ...config import load_params  # pydantic: the sharded stage's driver runs natively
 
-    path = Path(params)
-    if not path.is_file():
-        raise KitError(f"{path}: params file not found")
-    p = read_yaml(path)  # the one safe reader: no aliases, no duplicate keys
-    return scale_settings(p if isinstance(p, dict) else {}, str(path))
+    return scale_settings(load_params(params), str(params))

@@ -12,21 +12,21 @@ CODE = {"audit": ["stages/audit"]}
 
 
 def add(b: Builder) -> None:
-    a = b.p.get("audit")
+    a = b.p.audit
     if not a:
         return
     args = ["rvos-kit", "audit"]
     deps = [b.meta]
-    for node, release in a["stages"].items():
+    for node, release in a.stages.items():
         theirs = f"{b.out}/released/{node}"
         b.released(release, theirs, f"import_{release}")
         args += ["--stage", node, b.tree(node), theirs]
         deps += [b.tree(node), theirs]
-    report, summary = a.get("report", f"{b.out}/audit"), f"{b.out}/audit.json"
+    report, summary = a.report or f"{b.out}/audit", f"{b.out}/audit.json"
     args += ["--meta", b.meta, "--report", report, "--json", summary]
-    if b.p["data"].get("images"):
-        args += ["--images", b.p["data"]["images"]]
-        deps.append(b.p["data"]["images"])
+    if b.p.data.images:
+        args += ["--images", b.p.data.images]
+        deps.append(b.p.data.images)
     b.stages["audit"] = {
         "cmd": q(args),
         "deps": deps,

@@ -12,11 +12,16 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ... import catalog
 from ...errors import KitError
 
 # The module(s) each verb emitted here runs (collected in :data:`rvos_kit.pipeline.dag.CODE`).
 CODE = {"import-zip": ["stages/rvos/released.py"]}
+
+if TYPE_CHECKING:  # pydantic: not in the images, where verbs register too
+    from ...config import Params
 
 
 def q(parts) -> str:
@@ -28,15 +33,15 @@ class Builder:
     """The params of one pipeline and the stages generated from them so far
     (``stages``: name -> dvc.yaml stage). :func:`rvos_kit.pipeline.dag.build` fills it."""
 
-    def __init__(self, p: dict, base: Path, params_name: str = "params.yaml"):
+    def __init__(self, p: Params, base: Path, params_name: str = "params.yaml"):
         self.p, self.base, self.params_name = p, base, params_name
-        self.out = p["paths"]["outputs"]
-        self.meta = p["data"]["meta"]
-        if p["data"].get("split") == "valid" and p["data"].get("test_meta"):
+        self.out = p.paths.outputs
+        self.meta = p.data.meta
+        if p.data.split == "valid" and p.data.test_meta:
             self.meta = f"{self.out}/meta/valid_only.json"
-        self.models = p["models"]
-        self.props = p.get("propagation") or {}
-        self.fusion = p.get("fusion") or {}
+        self.models = p.models
+        self.props = p.props
+        self.fusion = p.nodes
         self.stages: dict[str, dict] = {}
         self.fetched: set[str] = set()
         self._lock = None
@@ -44,7 +49,7 @@ class Builder:
     # ----------------------------------------------------------------- naming
     def model_dir(self, m: str) -> str:
         spec = self.models[m]
-        return spec["tree"] if spec["source"] == "tree" else f"{self.out}/rvos/{m}"
+        return spec.tree if spec.source == "tree" else f"{self.out}/rvos/{m}"
 
     def tree(self, ref: str) -> str:
         """The mask tree of a node: a model, a fusion node, or ``<node>/<propagation>``."""
@@ -58,7 +63,7 @@ class Builder:
     def key_model(self, node: str) -> str:
         """The model whose key frames a node uses: a fusion node's first member's, down."""
         while node in self.fusion:
-            node = self.fusion[node]["members"][0].partition("/")[0]
+            node = self.fusion[node].members[0].partition("/")[0]
         return node
 
     def key_frames(self, node: str) -> str:
@@ -70,12 +75,10 @@ class Builder:
     def png_run_tree(self, m: str) -> str | None:
         """The separate PNG-run tree propagation starts from (quirk 9.6), when the
         published run had one that differs from the dump and this pipeline infers it."""
-        from ...stages.rvos.infer.wiring import PNG_RUN_TREES
-
-        spec = self.models.get(m) or {}
-        if (spec.get("source") == "infer" and m in PNG_RUN_TREES
-                and self.p.get("compat", "challenge2023") == "challenge2023"):  # fmt: skip
-            return f"{self.model_dir(m)}/{PNG_RUN_TREES[m]}"
+        spec, row = self.models.get(m), catalog.MODELS.get(m)
+        if (spec is not None and spec.source == "infer" and row is not None and row.png_run
+                and self.p.compat == "challenge2023"):  # fmt: skip
+            return f"{self.model_dir(m)}/{row.png_run}"
         return None
 
     # --------------------------------------------------------------- released
@@ -84,7 +87,7 @@ class Builder:
         if self._lock is None:
             from ...artifacts.lock import load_lock
 
-            self._lock = load_lock(self.base / self.p["paths"].get("lock", "checkpoints.lock"))
+            self._lock = load_lock(self.base / self.p.paths.lock)
         return self._lock
 
     def has(self, name: str) -> bool:
@@ -97,8 +100,7 @@ class Builder:
 
     def released(self, name: str, out: str, stage: str) -> None:
         """fetch_<name> (keeps the download) + <stage> (unpacks it into ``out``)."""
-        paths = self.p["paths"]
-        lock_path, dest = paths.get("lock", "checkpoints.lock"), paths.get("downloads", ".")
+        lock_path, dest = self.p.paths.lock, self.p.paths.downloads
         try:
             art = self.lock().get(name)
         except KeyError:

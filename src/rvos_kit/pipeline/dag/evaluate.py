@@ -18,7 +18,7 @@ CODE = {
 
 def add(b: Builder, refs: list[str]) -> None:
     """Evaluate every tree in ``refs``, then the summary and the report of them all."""
-    gt = b.p["data"].get("gt")
+    gt = b.p.data.gt
     if not gt:
         return
     files = [_evaluate(b, gt, ref) for ref in refs]
@@ -70,14 +70,14 @@ def _report(b: Builder, gt: str, files: list[str]) -> None:
     args = ["rvos-kit", "report", *files, "--out", report, "--gt", gt, "--meta", b.meta,
             "--title", title, "--pipeline", b.params_name]  # fmt: skip
     deps = [*files, gt, b.meta]
-    if b.p["data"].get("images"):
-        args += ["--images", b.p["data"]["images"]]
-        deps.append(b.p["data"]["images"])
+    if b.p.data.images:
+        args += ["--images", b.p.data.images]
+        deps.append(b.p.data.images)
     for node in b.fusion:
         args += ["--overlay", node, b.tree(node)]
         deps.append(b.tree(node))
     for node, f in b.fusion.items():  # pair-voted nodes: captions name the partner
-        if f.get("pairing", "consecutive") == "consecutive":
+        if f.pairing == "consecutive":
             args += ["--paired", node]
     b.stages["report"] = {"cmd": q(args), "deps": deps,
                           "outs": [{report: {"cache": False}}]}  # fmt: skip

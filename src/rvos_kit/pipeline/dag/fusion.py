@@ -16,33 +16,32 @@ CODE = {
 
 def is_stage1(b: Builder, node: str) -> bool:
     """A stage-1 node votes model trees only (no ``<node>/<propagation>`` member)."""
-    return all("/" not in m for m in b.fusion[node]["members"])
+    return all("/" not in m for m in b.fusion[node].members)
 
 
 def add(b: Builder, node: str) -> None:
     f = b.fusion[node]
     out = b.tree(node)
-    if f.get("source", "compute") == "released":
+    if f.source == "released":
         name = f"released_{node}" if b.has(f"released_{node}") else None
         b.released(name or f"released_{node}_origin", out, f"vote_{node}")
         return
-    members = [b.tree(m) for m in f["members"]]
-    odd = f.get("odd", "vote")
+    members = [b.tree(m) for m in f.members]
+    odd = f.odd
     args = ["rvos-kit", "vote", *members, "--out", out, "--meta", b.meta,
-            "--pairing", f.get("pairing", "consecutive"),
-            "--pair-threshold", f.get("pair_threshold", 4), "--odd", odd]  # fmt: skip
+            "--pairing", f.pairing, "--pair-threshold", f.pair_threshold, "--odd", odd]  # fmt: skip
     params = [f"fusion.{node}", "encoder"]
     deps = [*members, b.meta]
     if odd == "vote":
-        args += ["--odd-threshold", f.get("odd_threshold", 3)]
-    key = f["members"][0]
+        args += ["--odd-threshold", f.odd_threshold]
+    key = f.members[0]
     if odd == "first" and "/" not in key and key in b.models:
         params.append("compat")
         quirk = _sigmoid_odd_tree(b, node, key)
         if quirk:
             args += ["--odd-from", quirk]
             deps.append(quirk)
-    args += ["--encoder", b.p.get("encoder", "pil")]
+    args += ["--encoder", b.p.encoder]
     b.stages[f"vote_{node}"] = {"cmd": q(args), "deps": deps, "params": params,
                                 "outs": [out]}  # fmt: skip
 
@@ -53,9 +52,9 @@ def _sigmoid_odd_tree(b: Builder, node: str, key: str) -> str | None:
     0.5; ``import-pth`` writes those masks to ``Annotations_sigmoid_odd`` beside the
     model's tree. None where the quirk does not apply."""
     spec = b.models[key]
-    if b.p.get("compat", "challenge2023") != "challenge2023" or (spec["kind"] != "probabilities"):
+    if b.p.compat != "challenge2023" or spec.kind != "probabilities":
         return None
-    if spec["source"] == "released":
+    if spec.source == "released":
         raise KitError(
             f"fusion.{node}: compat challenge2023 reproduces quirk 9.1 from "
             f"{key}'s raw probabilities, which a released tree lacks: import its "

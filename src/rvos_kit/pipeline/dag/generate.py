@@ -41,14 +41,14 @@ def build(b: Builder) -> dict[str, dict]:
         if fusion.is_stage1(b, node):
             fusion.add(b, node)
     for prop, c in b.props.items():
-        for node in c["nodes"]:
+        for node in c.nodes:
             propagate.add(b, prop, node)
     for node in b.fusion:
         if not fusion.is_stage1(b, node):
             fusion.add(b, node)
     pack.add(b)
     refs = list(b.models)
-    refs += [f"{node}/{prop}" for prop, c in b.props.items() for node in c["nodes"]]
+    refs += [f"{node}/{prop}" for prop, c in b.props.items() for node in c.nodes]
     refs += list(b.fusion)
     evaluate.add(b, refs)
     audit.add(b)
@@ -66,7 +66,7 @@ def stages(params_path: str | os.PathLike, params_ref: str | None = None) -> dic
     ``rvos-kit --params <params_ref> --node <stage>`` (``params_ref``: the params file
     as seen from dvc.yaml's folder), so that the stage can check at run time that it is
     still what params.yaml generates (:func:`check_stage`)."""
-    from ..params import load_params  # pydantic: the pipeline driver runs natively
+    from ...config import load_params  # pydantic: the pipeline driver runs natively
 
     params_path = Path(params_path)
     ref = params_ref or params_path.name

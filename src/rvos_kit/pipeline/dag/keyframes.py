@@ -10,7 +10,7 @@ CODE = {"keyframes": ["stages/keyframes.py"]}
 
 
 def add(b: Builder, m: str) -> None:
-    if b.models[m]["source"] == "released":
+    if b.models[m].source == "released":
         return
     mdir = b.model_dir(m)
     kf = f"{b.out}/key_frames/{m}.json"

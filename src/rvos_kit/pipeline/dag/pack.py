@@ -11,12 +11,12 @@ CODE = {
 
 
 def add(b: Builder) -> None:
-    sub = b.p.get("submission")
+    sub = b.p.submission
     if not sub:
         return
     z = f"{b.out}/submission.zip"
-    sha = sub.get("sha256", "submission.sha256")
-    src = b.tree(sub["node"])
+    sha = sub.sha256
+    src = b.tree(sub.node)
     b.stages["pack"] = {
         "cmd": q(["rvos-kit", "pack", src, "--out", z, "--meta", b.meta, "--sha256", sha]),
         "deps": [src, b.meta],

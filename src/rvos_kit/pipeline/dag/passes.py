@@ -34,7 +34,7 @@ def _group(b: Builder, name: str, stage: dict) -> str:
     propagation that runs a network (its checkpoint, GPU), else ``preflight``."""
     verb = stage["cmd"].split()[1]
     for m, spec in b.models.items():
-        if name == f"rvos_{m}" and spec["source"] in ("infer", "imported"):
+        if name == f"rvos_{m}" and spec.source in ("infer", "imported"):
             return f"preflight_{m}"
     if verb == "propagate":
         for prop in b.props:
@@ -83,7 +83,7 @@ def add_code_deps(b: Builder, code: dict[str, list[str]]) -> None:
     """Make every stage depend on the module(s) its verb runs (``code``: verb -> paths
     under ``paths.code``), so that a code change re-runs its stages and DVC's run-cache
     never restores outputs made by other code."""
-    root = b.p["paths"].get("code")
+    root = b.p.paths.code
     if not root:
         return
     for s in b.stages.values():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from ... import catalog
 from ...errors import KitError
 from .context import Builder, q
 
@@ -26,23 +27,23 @@ CODE = {
 
 def add(b: Builder, m: str) -> None:
     spec = b.models[m]
-    src, mdir = spec["source"], b.model_dir(m)
+    src, mdir = spec.source, b.model_dir(m)
     if src == "imported":
         b.stages[f"rvos_{m}"] = {
             "cmd": q(
                 [
                     "rvos-kit",
                     "import-pth",
-                    *spec["dumps"],
+                    *spec.dumps,
                     "--kind",
-                    spec["kind"],
+                    spec.kind,
                     "--out",
                     mdir,
                     "--meta",
                     b.meta,
                 ]
             ),  # fmt: skip
-            "deps": [*spec["dumps"], b.meta],
+            "deps": [*spec.dumps, b.meta],
             "params": [f"models.{m}"],
             "outs": [mdir],
         }
@@ -53,32 +54,27 @@ def add(b: Builder, m: str) -> None:
 
 
 def _infer(b: Builder, m: str, mdir: str) -> None:
-    from ...stages.rvos.infer.wiring import PNG_RUN_TREES, PRETRAINED
-
-    inf, data = b.p.get("infer") or {}, b.p["data"]
-    paths = b.p["paths"]
-    dest = paths.get("downloads", ".")
+    inf, data, row = b.p.infer, b.p.data, catalog.MODELS[m]
     try:
-        ckpt = os.path.normpath(os.path.join(dest, b.lock().get(m).path))
+        ckpt = os.path.normpath(os.path.join(b.p.paths.downloads, b.lock().get(m).path))
     except KeyError:
-        raise KitError(f"{paths.get('lock', 'checkpoints.lock')}: no checkpoint {m!r}") from None
-    pretrained = inf.get("pretrained", "checkpoints/pretrained")
-    args = ["rvos-kit", "run", "--stage", f"rvos_{m}", "--", "infer", "--model", m,
-            "--meta", b.meta, "--images", data["images"],
-            "--split", data.get("split", "test"), "--upstream", inf["upstream"],
+        raise KitError(f"{b.p.paths.lock}: no checkpoint {m!r}") from None
+    pretrained = inf.pretrained
+    args = ["rvos-kit", "run", "--stage", row.stage, "--", "infer", "--model", m,
+            "--meta", b.meta, "--images", data.images,
+            "--split", data.split, "--upstream", inf.upstream,
             "--checkpoint", ckpt, "--pretrained", pretrained, "--out", mdir,
-            "--device", b.p.get("device", "cuda")]  # fmt: skip
-    if inf.get("chunk_videos"):
-        args += ["--chunk-videos", inf["chunk_videos"]]
+            "--device", b.p.device]  # fmt: skip
+    if inf.chunk_videos:
+        args += ["--chunk-videos", inf.chunk_videos]
     if b.png_run_tree(m):
         args += ["--png-run"]
     b.stages[f"rvos_{m}"] = {
         "cmd": q(args),
-        "deps": [b.meta, data["images"], ckpt,
-                 *(f"{pretrained}/{x}" for x in PRETRAINED[m])],
+        "deps": [b.meta, data.images, ckpt, *(f"{pretrained}/{x}" for x in row.pretrained)],
         # compat only where it changes what is written (mutr's PNG-run tree)
         "params": [f"models.{m}", "infer", "device", "data.split",
-                   *(["compat"] if m in PNG_RUN_TREES else [])],
+                   *(["compat"] if row.png_run else [])],
         "outs": [mdir],
     }  # fmt: skip
     _audit_png_run(b, m, mdir)

@@ -52,33 +52,17 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ... import catalog
 from ...errors import KitError
 
-AOT_MODELS = (
-    "swinl_aotl",
-    "aott",
-    "aots",
-    "aotb",
-    "aotl",
-    "r50_aotl",
-    "r101_aotl",
-    "rs101_aotl",
-    "swinb_aotl",
-)
-DEAOT_MODELS = (
-    "swinl_deaotl",
-    "deaott",
-    "deaots",
-    "deaotb",
-    "deaotl",
-    "r50_deaotl",
-    "swinb_deaotl",
-)
+# The networks of each backend and its default: the backend catalogue (rvos_kit.catalog).
+AOT_MODELS = catalog.BACKENDS["aot"].models
+DEAOT_MODELS = catalog.BACKENDS["deaot"].models
 MODELS = {"aot": AOT_MODELS, "deaot": DEAOT_MODELS}
 # Which engine code a run reproduces (aot_backend's docstring, "Engines"; contract 5.6-5.7).
-ENGINES = ("published_aot_fork", "aot_benchmark")
-DEFAULT_ENGINE = "published_aot_fork"
-DEFAULT_MODEL = {"aot": "swinl_aotl", "deaot": "swinl_deaotl"}
+ENGINES = catalog.ENGINES
+DEFAULT_ENGINE = catalog.default("propagation", "engine")
+DEFAULT_MODEL = {b: catalog.BACKENDS[b].default_model for b in MODELS}
 
 # Swin-L encoder of the released swinl_aotl / swinl_deaotl checkpoints (contract section 5).
 SWIN_L = {

@@ -4,12 +4,14 @@ tree that resumes after an interrupt (:mod:`.resume`) and appears atomically."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
+from ... import catalog
 from ...compute import pool
 from ...errors import KitError
 from ...trees.masktree import (
@@ -26,7 +28,7 @@ from ...trees.staging import check_outputs
 from .frames import VideoFrames, check_images
 from .resume import pending, resume_key, start_or_resume
 
-BACKENDS = ("aot", "deaot", "flow")
+BACKENDS = catalog.BACKENDS  # name -> its row in the backend catalogue
 
 
 @dataclass
@@ -41,15 +43,13 @@ class PropagateSummary:
 def make_backend(name: str, **options):
     """``flow`` (options: preset, max_side) or ``aot`` / ``deaot`` (options of
     :class:`~rvos_kit.stages.propagate.aot_backend.AOTBackend`)."""
-    if name == "flow":
-        from .flow_backend import FlowBackend
-
-        return FlowBackend(**options)
-    if name in ("aot", "deaot"):
-        from .aot_backend import AOTBackend
-
-        return AOTBackend(name, **options)
-    raise KitError(f"unknown backend {name!r}; use one of {BACKENDS}")
+    row = BACKENDS.get(name)
+    if row is None:
+        raise KitError(f"unknown backend {name!r}; use one of {tuple(BACKENDS)}")
+    module, cls = row.driver.split(":")
+    backend = getattr(importlib.import_module(f"rvos_kit.stages.propagate.{module}"), cls)
+    # a backend that runs a network is told which (aot / deaot share one class)
+    return backend(name, **options) if row.takes_model else backend(**options)
 
 
 # ------------------------------------------------------------------------ one video

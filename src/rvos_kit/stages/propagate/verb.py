@@ -10,6 +10,7 @@ import math
 import os
 from pathlib import Path
 
+from ... import catalog
 from ...argtypes import add_video_selection, declare_paths, non_negative, positive_int
 from ...errors import KitError
 from ...trees.meta import load_meta
@@ -18,8 +19,9 @@ from .aot_model import ENGINES
 from .engine import BACKENDS, check_inputs, make_backend, propagate, select_videos
 from .resume import resume_key, shared_key
 
-PUBLISHED_SCALES = (0.8, 1.0, 1.2)
-PUBLISHED_MAX_LONG_SIDE = 1040.0  # 1.3 x 480 x 800 / 480
+_D = catalog.DEFAULTS["propagation"]
+PUBLISHED_SCALES = tuple(_D["scales"])
+PUBLISHED_MAX_LONG_SIDE = float(_D["max_long_side"])  # 1.3 x 480 x 800 / 480
 
 
 def _scales(text: str) -> tuple[float, ...]:
@@ -244,19 +246,20 @@ def register(sub) -> None:
         "--scales",
         type=_scales,
         default=PUBLISHED_SCALES,
-        help="TTA scales, comma-separated (default 0.8,1.0,1.2)",
+        help=f"TTA scales, comma-separated (default {','.join(map(str, PUBLISHED_SCALES))})",
     )
     g.add_argument(
         "--flip",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=_D["flip"],
         help="add a horizontally flipped view of every scale (default: --flip)",
     )
     g.add_argument(
         "--max-long-side",
         type=non_negative,
         default=PUBLISHED_MAX_LONG_SIDE,
-        help="limit on the frame's long side before scaling (default 1040; 0 = none)",
+        help=f"limit on the frame's long side before scaling (default {_D['max_long_side']}; "
+        "0 = none)",
     )
     g.add_argument(
         "--long-term-gap",
@@ -274,16 +277,16 @@ def register(sub) -> None:
     g.add_argument(
         "--share-encoder",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=_D["share_encoder"],
         help="encode each (frame, view) once per video and reuse it for every expression "
         "(exact: the same masks, byte for byte; --no-share-encoder to check it yourself)",
     )
     g.add_argument(
         "--encoder-cache-mb",
         type=float,
-        default=4096.0,
+        default=_D["encoder_cache_mb"],
         help="memory (MiB, on the network's device) for the shared encoder features of one "
-        "video; beyond it features are recomputed (default 4096)",
+        "video; beyond it features are recomputed (default %(default)g)",
     )
     f = p.add_argument_group("flow")
     f.add_argument(

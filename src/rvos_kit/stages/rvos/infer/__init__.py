@@ -185,6 +185,7 @@ def run_merge(args) -> int:
 
 def register(sub) -> None:
     from ....argtypes import add_video_selection
+    from ....catalog import default
 
     p = sub.add_parser(
         "infer",
@@ -200,17 +201,18 @@ def register(sub) -> None:
     p.add_argument(
         "--upstream",
         required=True,
-        help="root of the published repository at c538b0d (holds soc_test/, MUTR/, ...)",
+        help="root of the published repository at c538b0d (holds "
+        f"{', '.join(sorted({f'{u}/' for r in MODELS.values() for u in r.upstream}))})",
     )
     p.add_argument("--checkpoint", required=True, help="the model's published checkpoint file")
     p.add_argument(
         "--pretrained",
         required=True,
-        help="holds roberta-base/, bert-base-uncased/ (save_pretrained layout) and, for soc, "
-        "swin_base_patch244_window877_kinetics400_22k.pth",
+        help="what the model reads there (save_pretrained layout): "
+        + "; ".join(f"{n}: {', '.join(r.pretrained)}" for n, r in MODELS.items() if r.pretrained),
     )
     p.add_argument("--out", required=True, help="model folder to write (Annotations/, scores.json)")
-    p.add_argument("--device", choices=DEVICES, default="cuda")
+    p.add_argument("--device", choices=DEVICES, default=default("", "device"))
     add_video_selection(p, "only these videos")
     p.add_argument(
         "--shard", type=_shard, metavar="I/N", help="only part I of N (contiguous, meta order)"
@@ -226,9 +228,9 @@ def register(sub) -> None:
     p.add_argument(
         "--chunk-videos",
         type=int,
-        default=1,
+        default=default("infer", "chunk_videos"),
         metavar="K",
-        help="videos per call of the upstream worker; bounds host memory (default 1)",
+        help="videos per call of the upstream worker; bounds host memory (default %(default)s)",
     )
     p.add_argument(
         "--keep-dumps", metavar="DIR", help="keep each chunk's upstream .pth here (debug, tests)"

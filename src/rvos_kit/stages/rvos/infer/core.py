@@ -25,23 +25,17 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .... import catalog
+from ....catalog import DEVICES, PNG_RUN_TREE, SPLITS
 from ....errors import KitError
 from ....trees.jsonfiles import read_json, write_json
 from ....trees.masktree import StagedTree, check_merged, check_tree, copy_file_atomic
 from ....trees.meta import Meta, Video, parse_meta
 from ..dumps import _load_dump, _PageReleaser, odd_expressions, plan_dumps, write_videos
 
-# model -> (driver module under rvos_kit.stages.rvos.infer, kind of its dump)
-MODELS: dict[str, tuple[str, str]] = {
-    "soc": ("soc", "logits"),
-    "mutr": ("mutr", "logits"),
-    "referformer_ft": ("referformer", "logits"),
-    "vit_huge": ("uninext", "probabilities"),
-    "convnext": ("uninext", "probabilities"),
-}
-PNG_RUN_TREE = "Annotations_pngrun"
-SPLITS = ("valid", "test")
-DEVICES = ("cuda", "cpu")
+# model -> its catalogue row: driver module under rvos_kit.stages.rvos.infer, kind of its
+# dump, the upstream folders it runs (rvos_kit.catalog, the model catalogue)
+MODELS = catalog.MODELS
 # what a model folder may hold; anything else means --out is not a folder the kit made
 _MODEL_DIR_ENTRIES = {"Annotations", "Annotations_sigmoid_odd", PNG_RUN_TREE, "scores.json"}
 
@@ -65,14 +59,14 @@ class Request:
 
     @property
     def kind(self) -> str:
-        return MODELS[self.model][1]
+        return MODELS[self.model].kind
 
 
 def load_driver(model: str):
     """The driver module of ``model`` (``rvos_kit.stages.rvos.infer.<name>``)."""
     if model not in MODELS:
         raise KitError(f"unknown model {model!r}; use one of {', '.join(MODELS)}")
-    name = MODELS[model][0]
+    name = MODELS[model].driver
     try:
         return importlib.import_module(f"rvos_kit.stages.rvos.infer.{name}")
     except ModuleNotFoundError as e:
@@ -290,7 +284,7 @@ def infer_videos(
     if not pretrained.is_dir():
         raise KitError(f"{pretrained}: --pretrained folder not found")
     driver = load_driver(model)
-    verified = verify_upstream(upstream, driver.UPSTREAM_FOLDERS)
+    verified = verify_upstream(upstream, MODELS[model].upstream)
     print(f"infer {model}: upstream {verified}", file=sys.stderr)
     req = Request(
         model=model, meta=Meta(tuple(chosen)), meta_videos=meta_videos, images=images,

@@ -12,10 +12,9 @@ from __future__ import annotations
 import sys
 
 from . import swin
-from .core import Request
+from .core import MODELS, Request
 
-FOLDER = "MUTR"
-UPSTREAM_FOLDERS = (FOLDER,)
+FOLDER = MODELS["mutr"].upstream[0]  # the catalogue row (rvos_kit.catalog)
 PUBLISHED_ROBERTA = "/opt/tiger/ljyaronld/pretrained/pretrained_roberta"  # models/mutr.py L127
 MODEL_MODULE = "models.mutr"
 # published command lines, less the paths the kit passes to the workers itself

@@ -12,10 +12,9 @@ from __future__ import annotations
 import sys
 
 from . import swin
-from .core import Request
+from .core import MODELS, Request
 
-FOLDER = "ReferFormer"
-UPSTREAM_FOLDERS = (FOLDER,)
+FOLDER = MODELS["referformer_ft"].upstream[0]  # the catalogue row (rvos_kit.catalog)
 PUBLISHED_ROBERTA = "/mnt/data_16TB/lzy23/pretrained/pretrained_roberta"  # referformer.py L127
 MODEL_MODULE = "models.referformer"
 PTH_FLAGS = ["--with_box_refine", "--binary", "--freeze_text_encoder",

@@ -17,10 +17,9 @@ import argparse
 
 from ....errors import KitError
 from . import swin
-from .core import Request
+from .core import MODELS, Request
 
-FOLDER = "soc_test"
-UPSTREAM_FOLDERS = (FOLDER,)
+FOLDER = MODELS["soc"].upstream[0]  # the catalogue row (rvos_kit.catalog)
 CONFIG = "configs/refer_youtube_vos.yaml"
 # the Video-Swin-B Kinetics file scripts/infer_refytb.sh passes as -bpp (README links it)
 SWIN_KINETICS = "swin_base_patch244_window877_kinetics400_22k.pth"

@@ -53,7 +53,6 @@ MODELS = {
     "convnext": "video_joint_convnext_large_eval_rvos.yaml",
 }
 KIND = "probabilities"  # mask_logits holds sigmoid probabilities (uninext_vid.py L1345)
-UPSTREAM_FOLDERS = ("UNINEXT",)
 DATASET_NAME = "rvos-refytb-val"  # the only name uninext_vid.py's rvos branch accepts
 DEFAULT_SEED = 42
 DEFAULT_WORKERS = 2

@@ -8,8 +8,7 @@
 - **duplicate keys** in a mapping: the later one would silently win;
 - files larger than :data:`MAX_BYTES`.
 
-Every reader of params.yaml (the schema in ``pipeline.params``, the runner keys in
-``compute.docker``, the ``scale`` keys in ``compute.scale``) goes through it.
+The one reader of params.yaml (:func:`rvos_kit.config.load_params`) goes through it.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import KitError
+from .errors import KitError
 
 MAX_BYTES = 1 << 20  # a params file is a few KB
 
