@@ -106,7 +106,7 @@ def test_scale_settings_checked():
         ({"shards": 2, "videos_per_shard": 3}, "not both"),
         ({"max_retries": -1}, "max_retries"),
         ({"needs": {"flow": {"ram": 3}}}, "needs.flow"),
-        ({"sharts": 2}, "unknown key scale.sharts"),
+        ({"sharts": 2}, "scale.sharts: unknown key"),
         ({"address": ""}, "scale.address"),
     ):
         with pytest.raises(KitError, match=needle):
@@ -264,7 +264,9 @@ def test_infer_gpu_shards_identical(data, upstream, tmp_path, monkeypatch):  # n
 def test_stage_params_only_for_generated_stages(tmp_path, monkeypatch):
     """A verb typed by hand ignores a params.yaml lying in the current folder; a DVC stage
     (DVC_STAGE set, run beside its params file) or `rvos-kit --params` reads it."""
-    (tmp_path / "params.yaml").write_text("scale: {shards: 5}\n")
+    (tmp_path / "params.yaml").write_text(
+        "data: {meta: m.json}\npaths: {outputs: o}\nmodels: {}\nscale: {shards: 5}\n"
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DVC_STAGE", raising=False)
     hand = types.SimpleNamespace()
