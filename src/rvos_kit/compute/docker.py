@@ -163,8 +163,10 @@ def image_key(settings: Settings, verb: str, args: list[str], stage: str | None)
     """The image key a stage runs in, or None when it runs natively."""
     if verb in CPU_ONLY_VERBS:
         return None
-    if verb == "propagate" and option_value(args, "--backend") == "flow":
-        return None
+    if verb == "propagate":
+        row = catalog.BACKENDS.get(option_value(args, "--backend") or "")
+        if row is not None and row.image is None:  # CPU work (flow): natively
+            return None
     if stage is not None and stage_name(stage) in settings.stages:
         return settings.stages[stage_name(stage)]
     return settings.stages.get(verb)
