@@ -5,6 +5,7 @@ tests/test_infer_upstream.py, in its own environment)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -18,6 +19,7 @@ import torch
 from conftest import make_meta_dict, tree_bytes, write_meta
 from PIL import Image
 
+from rvos_kit.catalog import ModelRow
 from rvos_kit.cli import main
 from rvos_kit.errors import KitError
 from rvos_kit.stages.rvos.infer import core, infer_videos, merge_shards, shard_videos
@@ -83,7 +85,6 @@ def _logits(video: str, exp_id: str, t: int, h: int, w: int) -> torch.Tensor:
 def fake_driver(kind_of_output="logits", drop=None, calls=None):
     """A driver module that writes, per chunk, a dump in the published format."""
     mod = types.ModuleType("rvos_kit.stages.rvos.infer._fake")
-    mod.UPSTREAM_FOLDERS = ("soc_test",)
 
     def run(req, videos, out):
         for part in core.chunks(videos, req.chunk):
@@ -113,7 +114,8 @@ def fake(monkeypatch):
     def install(kind="logits", **kw):
         mod = fake_driver(kind, **kw)
         monkeypatch.setitem(sys.modules, "rvos_kit.stages.rvos.infer._fake", mod)
-        monkeypatch.setitem(core.MODELS, "fake", ("_fake", kind))
+        row = ModelRow("fake", kind, "_fake", "", upstream=("soc_test",))
+        monkeypatch.setitem(core.MODELS, "fake", row)
         return mod
 
     return install
@@ -223,7 +225,8 @@ def test_upstream_checked_before_driver_runs(fake, data, upstream, tmp_path):
 
 def test_cli_shard_and_merge(fake, data, upstream, monkeypatch, capsys):
     fake()
-    monkeypatch.setattr(core, "MODELS", {**core.MODELS, "soc": ("_fake", "logits")})
+    fake = dataclasses.replace(core.MODELS["soc"], driver="_fake")
+    monkeypatch.setitem(core.MODELS, "soc", fake)
     common = ["--model", "soc", "--meta", str(data.meta), "--images", str(data.images),
               "--split", "test", "--upstream", str(upstream), "--checkpoint", str(data.ckpt),
               "--pretrained", str(data.pretrained), "--device", "cpu"]  # fmt: skip
