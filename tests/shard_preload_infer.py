@@ -2,6 +2,7 @@
 rvos_kit.compute.scale's test-only RVOS_KIT_FAULT_PRELOAD): the synthetic driver of test_infer,
 which writes dumps in the published format, stands in for model "soc"."""
 
+import dataclasses
 import sys
 
 from test_infer import fake_driver
@@ -9,4 +10,4 @@ from test_infer import fake_driver
 from rvos_kit.stages.rvos.infer import core
 
 sys.modules["rvos_kit.stages.rvos.infer._fake"] = fake_driver("logits")
-core.MODELS["soc"] = ("_fake", "logits")
+core.MODELS["soc"] = dataclasses.replace(core.MODELS["soc"], driver="_fake")

@@ -5,6 +5,7 @@ Ray is started once per session (conftest.ray_cluster: 2 CPUs, 2 logical GPUs)."
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -250,7 +251,7 @@ def test_infer_gpu_shards_identical(data, upstream, tmp_path, monkeypatch):  # n
     monkeypatch.setenv(PRELOAD_ENV, f"{tests}:shard_preload_infer")
     # the same stand-in in this process, for the in-process reference run
     monkeypatch.setitem(sys.modules, "rvos_kit.stages.rvos.infer._fake", fake_driver("logits"))
-    monkeypatch.setitem(core.MODELS, "soc", ("_fake", "logits"))
+    monkeypatch.setitem(core.MODELS, "soc", dataclasses.replace(core.MODELS["soc"], driver="_fake"))
     assert main([*common, "--shard", "1/1", "--out", str(tmp_path / "one")]) == 0
     ref = tree_bytes(tmp_path / "one")
     assert "scores.json" in ref and any(k.startswith("Annotations/") for k in ref)
