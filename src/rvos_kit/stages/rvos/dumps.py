@@ -21,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+from ... import catalog
 from ...argtypes import declare_paths
 from ...errors import KitError
 from ...trees.jsonfiles import write_json
@@ -323,7 +324,10 @@ def register(sub) -> None:
         "--kind",
         required=True,
         choices=KINDS,
-        help="logits (soc, mutr, referformer_ft) or probabilities (vit_huge, convnext)",
+        help=" or ".join(
+            f"{k} ({', '.join(n for n, r in catalog.MODELS.items() if r.kind == k)})"
+            for k in catalog.MODEL_KINDS
+        ),
     )
     p.add_argument("--out", required=True, help="model folder: gets Annotations/, scores.json")
     p.add_argument(
