@@ -98,7 +98,7 @@ def test_with_weights_only_a_pin_is_still_checked_and_objects_still_refused(case
 def test_the_pipeline_passes_the_lock_pin(tmp_path):
     """dvc.yaml: a propagation checkpoint whose lock entry has a sha256 gets it as
     ``--checkpoint-sha256``; an unpinned one (the committed lock: null) gets none."""
-    from rvos_kit.pipeline.dag import render
+    from rvos_kit.pipeline.dag import spelled
 
     p = yaml.safe_load((REPO / "params.yaml").read_text())
     lock = yaml.safe_load((REPO / "checkpoints.lock").read_text())
@@ -106,7 +106,7 @@ def test_the_pipeline_passes_the_lock_pin(tmp_path):
     (tmp_path / p["paths"]["lock"]).write_text(yaml.safe_dump(lock, sort_keys=False))
 
     def cmds():
-        stages = yaml.safe_load(render(tmp_path / "params.yaml"))["stages"]
+        stages = spelled(tmp_path / "params.yaml")  # the commands the stages run
         return {k: shlex.split(v["cmd"]) for k, v in stages.items() if k.startswith("propagate_")}
 
     assert not any("--checkpoint-sha256" in c for c in cmds().values())

@@ -17,7 +17,7 @@ from conftest import make_meta_dict, make_tree, write_meta
 
 from rvos_kit.cli import main
 from rvos_kit.errors import KitError
-from rvos_kit.pipeline.dag import render
+from rvos_kit.pipeline.dag import render, spelled
 from rvos_kit.pipeline.preflight import missing_inputs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +36,8 @@ def _project(tmp_path: Path, **data) -> Path:
 
 
 def _stages(params: Path) -> dict:
-    return yaml.safe_load(render(params))["stages"]
+    """The stages with the commands they run (dvc.yaml's say `--params P --node S` only)."""
+    return spelled(params)
 
 
 def _opt(cmd: str, name: str) -> str:
@@ -64,8 +65,7 @@ def test_dag_wires_infer_keyframes_propagation_fusion(tmp_path, split):
     assert ("meta_valid_only" in st) == (split == "valid")
     for m in MODELS:
         cmd = st[f"rvos_{m}"]["cmd"]
-        prefix = f"rvos-kit --params params.yaml --node rvos_{m} "  # the stale-dvc.yaml guard
-        assert cmd.startswith(f"{prefix}run --stage rvos_{m} -- infer --model {m} ")
+        assert cmd.startswith(f"rvos-kit run --stage rvos_{m} -- infer --model {m} ")
         assert _opt(cmd, "--split") == split and _opt(cmd, "--meta") == meta
         assert _opt(cmd, "--checkpoint") == f"checkpoints/rvos/{m}.pth"
         assert _opt(cmd, "--out") == f"outputs/rvos/{m}"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -154,10 +155,10 @@ def test_dag_builder_emits_every_stage_kind_with_its_code(tmp_path):
     module of the builder is over 150 lines (one small builder per stage kind)."""
     seen: dict[str, set[str]] = {}  # verb -> stage names
     for params in _every_kind_params(tmp_path):
-        doc = yaml.safe_load(render(params))["stages"]
+        doc = dag.spelled(params)  # the commands the stages run
         code = yaml.safe_load(params.read_text())["paths"]["code"]
         for name, s in doc.items():
-            words = shlex.split(s["cmd"])[5:]  # after `rvos-kit --params X --node Y`
+            words = shlex.split(s["cmd"])[1:]  # after `rvos-kit`
             verb = words[words.index("--") + 1] if "--" in words else words[0]
             seen.setdefault(verb, set()).add(name)
             assert verb == "fetch" or dag.CODE[verb], name
@@ -219,6 +220,8 @@ def dvc_repo(tmp_path_factory, ray_cluster):
 
 
 def test_changing_a_stage2_threshold_reruns_only_downstream(dvc_repo):
+    """A value lives in params.yaml only: dvc.yaml stays as it is (no `rvos-kit dag`), DVC
+    re-runs the stages that declare the key and what follows, dvc.lock records it."""
     repo = dvc_repo
     params = repo / "pipe/params.yaml"
     before = (repo / "pipe/outputs/submission.zip").read_bytes()
@@ -226,7 +229,7 @@ def test_changing_a_stage2_threshold_reruns_only_downstream(dvc_repo):
     p = yaml.safe_load(params.read_text())
     p["fusion"]["final"]["pair_threshold"] = 2
     params.write_text(yaml.safe_dump(p, sort_keys=False))
-    (repo / "pipe/dvc.yaml").write_text(render(params))
+    assert render(params) == (repo / "pipe/dvc.yaml").read_text()
     out = _dvc(repo, "repro", "pipe/dvc.yaml")
     # preflight re-checks the inputs whenever the params file changes (cheap, same output)
     assert _ran(out) == {"preflight", "vote_final", "pack", "evaluate_final", "summary",
@@ -234,6 +237,8 @@ def test_changing_a_stage2_threshold_reruns_only_downstream(dvc_repo):
     assert (repo / "pipe/outputs/submission.zip").read_bytes() != before
     for n, b in keep.items():
         assert tree_bytes(repo / "pipe/outputs/fused" / n) == b
+    rec = yaml.safe_load((repo / "pipe/dvc.lock").read_text())["stages"]["vote_final"]
+    assert rec["params"]["params.yaml"]["fusion.final"]["pair_threshold"] == 2
     assert _ran(_dvc(repo, "repro", "pipe/dvc.yaml")) == set()
 
 
@@ -259,32 +264,44 @@ def test_changing_a_stage1_member_reruns_its_branch(dvc_repo):
     assert _ran(_dvc(repo, "repro", "pipe/dvc.yaml")) == set()
 
 
-def test_params_edit_without_dag_fails_loudly_instead_of_drifting(dvc_repo):
-    """Issue 11 case 2: params.yaml edited, `rvos-kit dag` forgotten: DVC re-runs the stage
-    (its params changed) with the old command line; the stage must refuse, not record
-    the old threshold's output next to the new params in dvc.lock."""
+def test_a_structural_edit_without_dag_is_refused_before_anything_is_deleted(dvc_repo):
+    """A node's members are the DAG's shape: edited without `rvos-kit dag`, the preflight
+    stage (first whenever the params file changes) refuses, naming the params file and
+    the command that rewrites its dvc.yaml, typed from where `dvc` runs; nothing is
+    deleted, dvc.lock keeps its record; a stage run by hand refuses too. Following the
+    message fixes it."""
     repo = dvc_repo
     params, lock = repo / "pipe/params.yaml", repo / "pipe/dvc.lock"
-    lock_before = yaml.safe_load(lock.read_text())["stages"]["vote_final"]
+    lock_before = lock.read_text()
+    fused = {n: tree_bytes(repo / "pipe/outputs/fused" / n) for n in ("en2", "final")}
     p = yaml.safe_load(params.read_text())
-    p["fusion"]["final"]["pair_threshold"] = 3 if p["fusion"]["final"]["pair_threshold"] != 3 else 5
+    p["fusion"]["en2"]["members"] = p["fusion"]["en2"]["members"][:-1]
     params.write_text(yaml.safe_dump(p, sort_keys=False))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
     r = subprocess.run([str(BIN / "dvc"), "repro", "pipe/dvc.yaml"], cwd=repo,
                        capture_output=True, text=True, env=env)  # fmt: skip
-    assert r.returncode != 0, r.stdout + r.stderr
     msg = r.stdout + r.stderr
-    assert "stage vote_final: dvc.yaml is stale" in msg and "rvos-kit dag" in msg
-    # vote_final's record still pairs its old command with its old params
-    assert yaml.safe_load(lock.read_text())["stages"]["vote_final"] == lock_before
-    (repo / "pipe/dvc.yaml").write_text(render(params))
-    assert "vote_final" in _ran(_dvc(repo, "repro", "pipe/dvc.yaml"))
-    rec = yaml.safe_load(lock.read_text())["stages"]["vote_final"]
-    assert f"--pair-threshold {p['fusion']['final']['pair_threshold']} " in rec["cmd"]
-    assert (
-        rec["params"]["params.yaml"]["fusion.final"]["pair_threshold"]
-        == (p["fusion"]["final"]["pair_threshold"])
-    )
+    assert r.returncode != 0, msg
+    assert "pipe/dvc.yaml is stale: pipe/params.yaml now gives the pipeline another shape" in msg
+    assert "stage vote_en2: deps" in msg
+    assert "run `rvos-kit dag --params pipe/params.yaml` from the repository root" in msg
+    assert _ran(msg) == {"preflight"}
+    assert lock.read_text() == lock_before
+    for n, b in fused.items():
+        assert tree_bytes(repo / "pipe/outputs/fused" / n) == b
+    # the stage itself refuses too (the second guard), whatever its caller
+    r = subprocess.run([str(BIN / "rvos-kit"), "--params", "params.yaml", "--node", "vote_final"],
+                       cwd=repo / "pipe", capture_output=True, text=True, env=env)  # fmt: skip
+    assert r.returncode == 2 and "pipe/dvc.yaml is stale" in r.stderr, r.stderr
+    assert r.stderr.startswith("rvos-kit stage vote_final: error: ")
+    assert tree_bytes(repo / "pipe/outputs/fused/final") == fused["final"]
+    # the command the message gives, run from the repository root, rewrites pipe/dvc.yaml
+    root_yaml = repo / "dvc.yaml"
+    assert not root_yaml.exists()
+    cmd = ["rvos-kit", "dag", "--params", "pipe/params.yaml"]
+    subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+    assert not root_yaml.exists() and (repo / "pipe/dvc.yaml").read_text() == render(params)
+    assert "vote_en2" in _ran(_dvc(repo, "repro", "pipe/dvc.yaml"))
 
 
 def test_changing_scale_reruns_nothing(dvc_repo):
@@ -306,3 +323,48 @@ def test_changing_scale_reruns_nothing(dvc_repo):
     assert "in 3 shards" in out
     assert tree_bytes(repo / "pipe/outputs/propagated/aot/soc") == before
     assert "up to date" in _dvc(repo, "status", "pipe/dvc.yaml")
+
+
+def _exps(repo: Path) -> list[dict]:
+    """Every experiment of ``dvc exp show --json``: {name, params of pipe/params.yaml}."""
+    shown = json.loads(_dvc(repo, "exp", "show", "--json"))
+    found = []
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                data = rev.get("data") or {}
+                params = data.get("params", {}).get("pipe/params.yaml", {}).get("data", {})
+                found.append({"name": rev.get("name") or exp.get("name"), "params": params})
+    return found
+
+
+def test_dvc_exp_run_sets_a_value_and_exp_show_lists_it(dvc_repo):
+    """DVC's own way to try a value: `dvc exp run -S file:key=value` edits the params file
+    (dvc.yaml untouched), only the stages that declare the key and their downstream run,
+    and `dvc exp show` lists the run with its value; a propagation value too."""
+    repo = dvc_repo
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for args in (["config", "user.name", "t"], ["config", "user.email", "t@example.com"],
+                 ["add", "-A"], ["commit", "-q", "-m", "baseline"]):  # fmt: skip
+        subprocess.run([*git, *args], cwd=repo, check=True, capture_output=True)
+    dvc_yaml = (repo / "pipe/dvc.yaml").read_text()
+    out = _dvc(repo, "exp", "run", "pipe/dvc.yaml", "-n", "pt3", "-S",
+               "pipe/params.yaml:fusion.final.pair_threshold=3")  # fmt: skip
+    assert _ran(out) == {"preflight", "vote_final", "pack", "evaluate_final", "summary",
+                         "report"}  # fmt: skip
+    assert (repo / "pipe/dvc.yaml").read_text() == dvc_yaml
+    rec = yaml.safe_load((repo / "pipe/dvc.lock").read_text())["stages"]["vote_final"]
+    assert rec["params"]["params.yaml"]["fusion.final"]["pair_threshold"] == 3
+    # a propagation value (`+`: a key the file leaves at its default): flow reads none of
+    # the TTA keys, so its trees come out the same and DVC stops there (the stages re-ran
+    # because they declare propagation.aot)
+    before = tree_bytes(repo / "pipe/outputs/propagated/aot/soc")
+    out = _dvc(repo, "exp", "run", "pipe/dvc.yaml", "-n", "mls", "-S",
+               "pipe/params.yaml:+propagation.aot.max_long_side=640")  # fmt: skip
+    assert _ran(out) == {"preflight", "propagate_aot_soc", "propagate_aot_mutr",
+                         "propagate_aot_referformer_ft",
+                         "propagate_aot_soc_mutr_referft"}  # fmt: skip
+    assert tree_bytes(repo / "pipe/outputs/propagated/aot/soc") == before
+    exps = {e["name"]: e["params"] for e in _exps(repo)}
+    assert exps["pt3"]["fusion"]["final"]["pair_threshold"] == 3
+    assert exps["mls"]["propagation"]["aot"]["max_long_side"] == 640

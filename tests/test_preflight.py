@@ -22,7 +22,7 @@ from test_artifacts import FileServer, sha
 
 from rvos_kit.cli import main
 from rvos_kit.pipeline import preflight
-from rvos_kit.pipeline.dag import render
+from rvos_kit.pipeline.dag import render, spelled
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -131,6 +131,7 @@ def test_bare_dvc_repro_stops_at_preflight_with_the_list(tmp_path):
 def test_every_stage_that_reads_from_outside_is_guarded_by_a_preflight_stage():
     for params in ("params.yaml", "demo/params.yaml", "audit/params.yaml"):
         stages = yaml.safe_load(render(REPO / params).split("\n", 2)[2])["stages"]
+        cmds = spelled(REPO / params)  # the commands the stages run
         assert next(iter(stages)) == "preflight"
         outs = {n: [next(iter(o)) if isinstance(o, dict) else o
                     for o in s.get("outs", []) + s.get("metrics", [])]
@@ -146,7 +147,7 @@ def test_every_stage_that_reads_from_outside_is_guarded_by_a_preflight_stage():
             if outside or not deps:
                 assert guards & set(deps), (params, name)
             # a model's own stage is guarded by that model's preflight only
-            if name.startswith("rvos_") and "import-zip" not in s["cmd"]:
+            if name.startswith("rvos_") and "import-zip" not in cmds[name]["cmd"]:
                 assert f"outputs/preflight_{name[5:]}.txt" in deps, (params, name)
     real = yaml.safe_load(render(REPO / "params.yaml").split("\n", 2)[2])["stages"]
     assert [n for n in real if n.startswith("preflight")] == [

@@ -77,21 +77,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rvos-kit {__version__}")
     g = parser.add_argument_group("generated DVC stages (written by `rvos-kit dag`)")
-    g.add_argument("--params", dest="dag_params", help="the params file a stage came from")
+    g.add_argument(
+        "--params",
+        dest="dag_params",
+        help="the params file of the stage a verb runs as (its scale and runner keys)",
+    )
     g.add_argument(
         "--node",
         dest="dag_node",
         metavar="STAGE",
-        help="with --params: refuse to run unless this command is still what PARAMS "
-        "generates for STAGE (a stale dvc.yaml)",
+        help="with --params and no verb: run STAGE as PARAMS generates it now, after "
+        "checking that ./dvc.yaml is still what PARAMS generates (`rvos-kit dag --explain "
+        "STAGE` prints its command)",
     )
+    # a verb is required unless --node names a generated stage (checked in main)
     sub = parser.add_subparsers(dest="verb", metavar="<verb>", help=argparse.SUPPRESS)
-    sub.required = True
     # set after add_subparsers, which builds each verb's usage prefix from this one
     parser.usage = (
         "%(prog)s <verb> [options]    (%(prog)s <verb> --help: one verb's options)\n"
         "       %(prog)s --version\n"
-        "       %(prog)s --params PARAMS --node STAGE <verb> ...    (in generated dvc.yaml)"
+        "       %(prog)s --params PARAMS --node STAGE    (the commands of generated dvc.yaml)"
     )
     groups = register_verbs(sub)
     helps = {a.dest: a.help for a in sub._choices_actions}
@@ -135,28 +140,41 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    if args.verb is None and not args.dag_node:
+        parser.error("the following arguments are required: <verb>")
+    label = args.verb or f"stage {args.dag_node}"
     try:
-        return _run(parser, args, argv)
+        if args.dag_node:
+            args = _stage_args(parser, args)
+            label = args.verb
+        return _run(parser, args)
     except KitError as e:
-        print(cap_message(f"rvos-kit {args.verb}: error: {e}"), file=sys.stderr)
+        print(cap_message(f"rvos-kit {label}: error: {e}"), file=sys.stderr)
         return 2
     except OSError as e:
         line = write_error_message(e)
         if line is None:
             raise
-        print(cap_message(f"rvos-kit {args.verb}: error: {line}"), file=sys.stderr)
+        print(cap_message(f"rvos-kit {label}: error: {line}"), file=sys.stderr)
         return 2
 
 
-def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
+def _stage_args(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """``--params P --node S`` (a generated stage): the arguments of the command P
+    generates for S now, once ./dvc.yaml is checked to be what P generates."""
+    if not args.dag_params:
+        raise KitError("--node needs --params (the params file the stage came from)")
+    from .pipeline.dag.runtime import check_shape, stage_argv
+
+    if args.verb is not None:  # the spelled-out form of an older dvc.yaml, or by hand
+        check_shape(args.dag_params)
+        raise KitError("--node runs the stage its params file generates: give no verb")
+    return parser.parse_args(stage_argv(args.dag_params, args.dag_node))
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         check_paths(parser, args)
-        if args.dag_node or args.dag_params:
-            if not (args.dag_node and args.dag_params):
-                raise KitError("--params and --node (before the verb) go together")
-            from .pipeline.dag import check_stage
-
-            check_stage(args.dag_params, args.dag_node, argv)
         rc = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not in an exit-time traceback
         return rc

@@ -2,14 +2,18 @@
 
 DVC's templating cannot turn a list of fusion members into ``deps`` nor switch a stage
 between "import a dump", "unpack a released zip" and "run inference", so the pipeline
-file is generated: one stage per DAG node, each calling one verb with every path and
-parameter spelled out, declaring its ``deps``, the ``params`` keys it reads, and its
-``outs``. Edit params.yaml, then run ``rvos-kit dag`` (``make`` does it before every
-``dvc repro``); ``rvos-kit dag --check`` fails when dvc.yaml is out of date. Each
-command starts with ``rvos-kit --params params.yaml --node <stage>``: at run time the
-stage re-generates itself from params.yaml and refuses to run when its command differs
-(params edited, ``rvos-kit dag`` forgotten), so dvc.lock never records old values next
-to new params.
+file is generated: one stage per DAG node, declaring its ``deps``, the ``params`` keys
+its verb reads, and its ``outs``. Its command is only ``rvos-kit --params params.yaml
+--node <stage>``: at run time the stage generates itself again from params.yaml and runs
+its verb with every path and value spelled out (``rvos-kit dag --explain STAGE`` prints
+that command). So a value (a threshold, TTA scales, the encoder) lives in params.yaml
+only: edit it, or try one with ``dvc exp run -S params.yaml:fusion.final.pair_threshold=3``,
+and DVC re-runs the stages that declare it; ``dvc exp show`` lists the runs. A change of
+the DAG's shape (a node's members, a model's source, a backend, a path) changes dvc.yaml:
+run ``rvos-kit dag`` (``make`` does it before every ``dvc repro``). Until then every
+stage, the preflight stages first, refuses to run, naming the params file and the command
+that regenerates dvc.yaml, before any output is touched. ``rvos-kit dag --check`` fails
+when dvc.yaml is out of date.
 
 Output layout under ``paths.outputs`` (one folder per stage kind, so DVC outputs never
 overlap)::
@@ -46,17 +50,18 @@ valid meta lists the 305 test videos too, so a first stage writes the valid meta
 # small module per stage kind in DAG order -- data (sample, valid meta), rvos (model trees,
 # inference), keyframes, fusion (stage-1 votes), propagate, fusion (stage-2 votes), pack,
 # evaluate (+ summary, report), audit -- then passes (prune, preflight first, code deps).
-# context: the state and naming rules they share; verb: `rvos-kit dag` itself.
+# context: the state and naming rules they share; verb: `rvos-kit dag` itself; runtime:
+# what a stage's `rvos-kit --params P --node S` checks and runs.
 
 from __future__ import annotations
 
 from ...argtypes import declare_paths
 from .context import Builder
-from .generate import CODE, HEADER, build, check_stage, render, stages
+from .generate import CODE, HEADER, build, render, spelled, stages
 from .verb import compare_outs, lock_outs, run
 
-__all__ = ["CODE", "HEADER", "Builder", "build", "check_stage", "compare_outs", "lock_outs",
-           "register", "render", "run", "stages"]  # fmt: skip
+__all__ = ["CODE", "HEADER", "Builder", "build", "compare_outs", "lock_outs", "register",
+           "render", "run", "spelled", "stages"]  # fmt: skip
 
 
 def register(sub) -> None:
@@ -68,6 +73,12 @@ def register(sub) -> None:
     p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     p.add_argument("--out", help="dvc.yaml to write (default: beside the params file)")
     p.add_argument("--check", action="store_true", help="fail if dvc.yaml is out of date")
+    p.add_argument(
+        "--explain",
+        metavar="STAGE",
+        help="print the command STAGE runs, every value spelled out from the params file "
+        "(as run in the folder of dvc.yaml), and its params keys; write nothing",
+    )
     p.add_argument(
         "--compare-outs",
         metavar="DVC_LOCK",

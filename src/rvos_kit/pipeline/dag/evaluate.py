@@ -79,5 +79,6 @@ def _report(b: Builder, gt: str, files: list[str]) -> None:
     for node, f in b.fusion.items():  # pair-voted nodes: captions name the partner
         if f.pairing == "consecutive":
             args += ["--paired", node]
-    b.stages["report"] = {"cmd": q(args), "deps": deps,
+    params = {"params": ["fusion"]} if b.fusion else {}  # the captions: each node's pairing
+    b.stages["report"] = {"cmd": q(args), "deps": deps, **params,
                           "outs": [{report: {"cache": False}}]}  # fmt: skip

@@ -10,6 +10,9 @@ from .context import Builder, q
 
 # The module(s) each verb emitted here runs (collected in :data:`rvos_kit.pipeline.dag.CODE`).
 CODE = {"preflight": ["pipeline/preflight.py", "pipeline/targets.py"]}
+# The code that spells out every stage's command when it runs (``rvos-kit --params P --node
+# S``: :mod:`.runtime` builds it again from the params file), a dependency of every stage.
+SPELLED_BY = ["pipeline/dag"]
 
 
 def _path(out) -> str:
@@ -81,13 +84,14 @@ def add_preflight(b: Builder) -> None:
 
 def add_code_deps(b: Builder, code: dict[str, list[str]]) -> None:
     """Make every stage depend on the module(s) its verb runs (``code``: verb -> paths
-    under ``paths.code``), so that a code change re-runs its stages and DVC's run-cache
-    never restores outputs made by other code."""
+    under ``paths.code``) and on the builder that spells out its command at run time
+    (:data:`SPELLED_BY`: dvc.yaml holds no values), so that a code change re-runs its
+    stages and DVC's run-cache never restores outputs made by other code."""
     root = b.p.paths.code
     if not root:
         return
     for s in b.stages.values():
         words = s["cmd"].split()
         verb = words[words.index("--") + 1] if "--" in words else words[1]
-        for f in code.get(verb, []):
+        for f in [*code.get(verb, []), *SPELLED_BY]:
             s.setdefault("deps", []).append(f"{root}/{f}")

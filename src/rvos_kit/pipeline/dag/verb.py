@@ -1,6 +1,7 @@
 """The work of the ``rvos-kit dag`` verb (registered in :mod:`rvos_kit.pipeline.dag`): write
-dvc.yaml, check that it is up to date, or compare the output hashes of two dvc.lock
-files (``--compare-outs``: ``make demo-check``'s byte-identity check)."""
+dvc.yaml, check that it is up to date, print a stage's spelled-out command (``--explain``),
+or compare the output hashes of two dvc.lock files (``--compare-outs``: ``make
+demo-check``'s byte-identity check)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import yaml
 
 from ...errors import KitError
 from ...trees.staging import check_outputs
-from .generate import render
+from .generate import render, spelled
 
 
 def lock_outs(path) -> dict[str, tuple]:
@@ -49,7 +50,10 @@ def run(args) -> int:
     out = Path(args.out) if args.out else params.with_name("dvc.yaml")
     if not args.out:  # the CLI checked a given --out; the default one is checked here
         check_outputs([("--params", str(params))], [("(default) --out", str(out))])
-    text = render(params, os.path.relpath(params, out.parent))
+    ref = os.path.relpath(params, out.parent)
+    if args.explain:
+        return explain(params, ref, out, args.explain)
+    text = render(params, ref)
     if args.check:
         current = out.read_text() if out.exists() else ""
         if current != text:
@@ -62,4 +66,20 @@ def run(args) -> int:
 
     atomic_write_bytes(out, text.encode())
     print(f"wrote {out} ({len(yaml.safe_load(text)['stages'])} stages) from {params}")
+    return 0
+
+
+def explain(params: Path, ref: str, out: Path, node: str) -> int:
+    """Print the command stage ``node`` runs now (what ``rvos-kit --params REF --node
+    NODE`` in ``out``'s folder runs once it has checked dvc.yaml), with its params keys."""
+    import shlex
+
+    doc = spelled(params, ref)
+    if node not in doc:
+        raise KitError(f"{params} generates no stage {node!r}; its stages: {', '.join(doc)}")
+    s = doc[node]
+    words = ["rvos-kit", "--params", ref, *shlex.split(s["cmd"])[1:]]
+    keys = ", ".join(s.get("params", [])) or "none (only its params file's shape)"
+    print(f"# stage {node} of {out}, run in {out.parent or '.'}/; params keys: {keys}")
+    print(shlex.join(words))
     return 0
