@@ -26,6 +26,11 @@ from ..errors import KitError
 from .runguard import check_images, check_mounts, image_ref_error
 
 MODES = ("native", "docker")
+# runner.stack (issue 22): ``published`` runs each GPU stage in its model's image of the
+# published stack (torch 1.10/1.11 + CUDA 11.3: rvos, uninext); ``modern`` runs every GPU
+# stage in the one image of the current stack (runner.images.modern, docker/modern.Dockerfile).
+STACKS = ("published", "modern")
+MODERN = "modern"
 
 # Verbs that never need an image: CPU work on files (fusion, packing, evaluation, audit,
 # downloads, imports, the DAG tools). ``run`` itself is refused as a verb.
@@ -50,6 +55,7 @@ CPU_ONLY_VERBS = frozenset(
 DEFAULT_IMAGES = {
     "rvos": f"rvos-kit/rvos:{__version__}",
     "uninext": f"rvos-kit/uninext:{__version__}",
+    MODERN: f"rvos-kit/modern:{__version__}",
 }
 DEFAULT_STAGES = {
     "propagate": "rvos",
@@ -86,6 +92,7 @@ class Settings:
     outputs: str = "outputs"
     ro_paths: tuple = ("checkpoints",)  # relative to base; mounted read-only if present
     allow_mounts_outside_project: bool = False  # compute/runguard.py
+    stack: str = "published"  # STACKS
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,14 @@ def load_settings(params: str | os.PathLike | None) -> Settings:
                 f"{where}: runner.stages.{stage} names image {key!r}, which runner.images "
                 f"does not define ({', '.join(sorted(images)) or 'none'})"
             )
+    stack = r.get("stack", "published")
+    if stack not in STACKS:
+        raise KitError(f"{where}: runner.stack {stack!r} is not one of {', '.join(STACKS)}")
+    if stack == MODERN and MODERN not in images:
+        raise KitError(
+            f"{where}: runner.stack: modern runs every GPU stage in runner.images.modern, "
+            f"which runner.images does not define; add modern: {DEFAULT_IMAGES[MODERN]}"
+        )
     paths = p.get("paths") or {}
     data = p.get("data") or {}
     if not isinstance(paths, dict) or not isinstance(data, dict):
@@ -182,6 +197,7 @@ def load_settings(params: str | os.PathLike | None) -> Settings:
         outputs=outputs,
         ro_paths=tuple(x for x in ro if isinstance(x, str) and x),
         allow_mounts_outside_project=allow,
+        stack=stack,
     )
 
 
@@ -199,14 +215,17 @@ def option_value(args: list[str], name: str) -> str | None:
 
 
 def image_key(settings: Settings, verb: str, args: list[str], stage: str | None) -> str | None:
-    """The image key a stage runs in, or None when it runs natively."""
+    """The image key a stage runs in, or None when it runs natively. With
+    ``runner.stack: modern`` every stage that has an image runs in ``modern``."""
     if verb in CPU_ONLY_VERBS:
         return None
     if verb == "propagate" and option_value(args, "--backend") == "flow":
         return None
     if stage is not None and stage_name(stage) in settings.stages:
-        return settings.stages[stage_name(stage)]
-    return settings.stages.get(verb)
+        key = settings.stages[stage_name(stage)]
+    else:
+        key = settings.stages.get(verb)
+    return MODERN if key is not None and settings.stack == MODERN else key
 
 
 def native_argv(verb: str, args: list[str]) -> list[str]:

@@ -43,6 +43,10 @@ PAIRINGS = ("consecutive", "none")  # fusion.PAIRINGS (tested equal)
 ODD_RULES = ("vote", "first")  # fusion.ODD_RULES
 ENCODERS = ("pil", "fast")  # masktree.ENCODERS
 RUNNER_MODES = ("native", "docker")  # runner.MODES
+# --- issue 22: the GPU stack and the deformable-attention path ---------------------------
+STACKS = ("published", "modern")  # compute.docker.STACKS
+MSDA_PATHS = ("compiled", "pytorch")  # stages.rvos.infer.core.MSDA_PATHS
+# ---------------------------------------------------------------------------------------
 
 # The five RVOS models of the published solution and the kind of their raw output
 # (spec 3). A model of another name may only come as a ready tree (source: tree).
@@ -106,6 +110,8 @@ class RunnerSection(Section):
     shm_size: str | None = None
     network: str | None = None
     allow_mounts_outside_project: bool = False  # compute/runguard.py
+    # issue 22: which stack runs every GPU stage (compute/docker.py, docs/docker.md)
+    stack: _lit(STACKS) = "published"
 
     @field_validator("images")
     @classmethod
@@ -126,6 +132,9 @@ class InferSection(Section):
     upstream: Path_  # the published code at the pinned commit
     pretrained: Path_ = "checkpoints/pretrained"
     chunk_videos: int | None = Field(None, ge=1)
+    # issue 22: the deformable-attention path; absent = by device (compiled on cuda,
+    # pytorch on cpu: what the kit always did)
+    msda: _lit(MSDA_PATHS) | None = None
 
 
 class SampleSection(Section):
@@ -333,6 +342,22 @@ class Params(Section):
                 f"submission.node: {self.submission.node!r} is not a fusion node "
                 f"({', '.join(fusion) or 'none'})"
             )
+        if self.infer is not None and self.infer.msda == "compiled" and self.device == "cpu":
+            raise ValueError(  # issue 22
+                "infer.msda: compiled needs device: cuda (the compiled op has CUDA kernels "
+                "only); use msda: pytorch, or leave msda out to choose by device"
+            )
+        if (
+            self.runner is not None
+            and self.runner.stack == "modern"
+            and self.runner.images is not None
+            and "modern" not in self.runner.images
+        ):
+            raise ValueError(  # issue 22
+                "runner.stack: modern runs every GPU stage in runner.images.modern, which "
+                f"is not defined ({', '.join(self.runner.images) or 'none'}); add "
+                "modern: rvos-kit/modern:<version> to runner.images"
+            )
         if self.runner is not None and self.runner.stages and self.runner.images is not None:
             for stage, key in self.runner.stages.items():
                 if key not in self.runner.images:
@@ -351,7 +376,7 @@ def _message(err: dict) -> str:
             msg = msg[len(prefix) :]
     if err["type"] == "value_error" and msg.startswith(("models.", "fusion.", "propagation.",
                                                        "submission.", "runner.", "data.",
-                                                       "(top level)")):  # fmt: skip
+                                                       "infer.", "(top level)")):  # fmt: skip
         return msg  # a cross-key rule names its own path
     if msg.startswith(_UNKNOWN):  # Section._known_keys
         key, _, allowed = msg[len(_UNKNOWN) :].partition("\0")

@@ -61,6 +61,9 @@ def add(b: Builder, prop: str, node: str) -> None:
     b.stages[f"propagate_{prop}_{node}"] = {
         "cmd": q(args),
         "deps": deps,
-        "params": [f"propagation.{prop}", *(["device"] if c["backend"] != "flow" else [])],
+        "params": [
+            f"propagation.{prop}",
+            *(["device", *b.stack_params()] if c["backend"] != "flow" else []),
+        ],
         "outs": [out],
     }

@@ -70,6 +70,8 @@ def _infer(b: Builder, m: str, mdir: str) -> None:
             "--device", b.p.get("device", "cuda")]  # fmt: skip
     if inf.get("chunk_videos"):
         args += ["--chunk-videos", inf["chunk_videos"]]
+    if inf.get("msda"):  # absent: by device, as before (issue 22)
+        args += ["--msda", inf["msda"]]
     if b.png_run_tree(m):
         args += ["--png-run"]
     b.stages[f"rvos_{m}"] = {
@@ -78,7 +80,7 @@ def _infer(b: Builder, m: str, mdir: str) -> None:
                  *(f"{pretrained}/{x}" for x in PRETRAINED[m])],
         # compat only where it changes what is written (mutr's PNG-run tree)
         "params": [f"models.{m}", "infer", "device", "data.split",
-                   *(["compat"] if m in PNG_RUN_TREES else [])],
+                   *(["compat"] if m in PNG_RUN_TREES else []), *b.stack_params()],
         "outs": [mdir],
     }  # fmt: skip
     _audit_png_run(b, m, mdir)

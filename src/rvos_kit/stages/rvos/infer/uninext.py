@@ -58,6 +58,7 @@ DATASET_NAME = "rvos-refytb-val"  # the only name uninext_vid.py's rvos branch a
 DEFAULT_SEED = 42
 DEFAULT_WORKERS = 2
 PATHS_ENV = "RVOS_KIT_UNINEXT_PATHS"  # read by uninext_child
+MSDA_ENV = "RVOS_KIT_UNINEXT_MSDA"  # read by uninext_child: "pytorch" on a GPU (issue 22)
 DUMP_NAME = "vit_huge.pth"  # what evaluator.py L209 writes, for both backbones
 CHILD = "rvos_kit.stages.rvos.infer.uninext_child"  # runs train_net.py (its docstring: the shims)
 
@@ -290,6 +291,9 @@ def run(req, videos, out) -> None:
     # bytecode only from (and to) the kit's own folder: a __pycache__ file in the checked
     # tree is never read (rvos_kit/stages/rvos/infer/upstream.py)
     env["PYTHONPYCACHEPREFIX"] = str((work / "pycache").resolve())
+    env.pop(MSDA_ENV, None)
+    if req.msda_path == "pytorch" and req.device != "cpu":  # on the CPU it always is
+        env[MSDA_ENV] = "pytorch"
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # the prefix fills once, for every chunk
     log = work / "train_net.log"
     log.unlink(missing_ok=True)
