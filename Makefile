@@ -12,6 +12,15 @@ STAMP := $(VENV)/.rvos-kit-installed
 # per machine under ~/.cache/rvos-kit/wheels (tools/build_detectron2.py).
 UPSTREAM_VENV ?= .venv-upstream
 UPSTREAM_STAMP := $(UPSTREAM_VENV)/.rvos-kit-installed
+# The modern stack natively (issue 22, docs/docker.md): the same Python stack as
+# $(UPSTREAM_VENV) (requirements-upstream.txt + constraints-upstream.txt: torch 2.14.1 +
+# CUDA 13.0) plus the GPU parts, for a machine with a GPU, nvcc and the published code at
+# $(UPSTREAM) (a checkout or unpacked archive of the pinned commit): the deformable-attention
+# op, patched in a copy (tools/apply_msda_patch.py) and built for MSDA_ARCHS.
+MODERN_VENV ?= .venv-modern
+MODERN_STAMP := $(MODERN_VENV)/.rvos-kit-installed
+UPSTREAM ?= $(RVOS_UPSTREAM_DIR)
+MSDA_ARCHS ?= 8.0;8.6;8.9;9.0;10.0;12.0+PTX
 PYTEST_ARGS ?=
 # Pipelines run with the kit's environment first on PATH; DVC never phones home.
 RUN := PATH="$(abspath $(VENV))/bin:$$PATH" DVC_NO_ANALYTICS=1
@@ -19,13 +28,14 @@ RUN := PATH="$(abspath $(VENV))/bin:$$PATH" DVC_NO_ANALYTICS=1
 # whole run instead of each starting its own (docs/scale.md).
 ONE_RAY := $(PY) -m rvos_kit.compute.scale --
 
-.PHONY: help venv upstream-venv test lint lock lock-upstream bench clean demo demo-check \
+.PHONY: help venv upstream-venv modern-venv test lint lock lock-upstream bench clean demo demo-check \
 	reproduce audit dag images base-image readme
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort \
-	  | sed -e 's|$$(VENV)|$(VENV)|g' -e 's|$$(UPSTREAM_VENV)|$(UPSTREAM_VENV)|g'
-	@echo "(VENV=$(VENV), UPSTREAM_VENV=$(UPSTREAM_VENV); set either on the command line)"
+	  | sed -e 's|$$(VENV)|$(VENV)|g' -e 's|$$(UPSTREAM_VENV)|$(UPSTREAM_VENV)|g' \
+	        -e 's|$$(MODERN_VENV)|$(MODERN_VENV)|g'
+	@echo "(VENV=$(VENV), UPSTREAM_VENV=$(UPSTREAM_VENV), MODERN_VENV=$(MODERN_VENV); set any on the command line)"
 
 $(STAMP): pyproject.toml setup.py src/rvos_kit/trees/_unfilter.c constraints.txt requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,13 +58,31 @@ $(UPSTREAM_STAMP): requirements-upstream.txt constraints-upstream.txt requiremen
 
 upstream-venv: $(UPSTREAM_STAMP) ## create $(UPSTREAM_VENV): the published models' test environment
 
+$(MODERN_STAMP): requirements-upstream.txt constraints-upstream.txt requirements-nodeps.txt docker/rvos-nodeps.lock pyproject.toml tools/build_detectron2.py tools/apply_msda_patch.py docker/patches/msda-torch2.patch docker/build-cuda-op.py
+	@test -n "$(UPSTREAM)" || { echo "modern-venv: set UPSTREAM=DIR, the published repository at c538b0d (a checkout, or the archive unpacked)"; exit 1; }
+	$(PYTHON) -m venv $(MODERN_VENV)
+	$(MODERN_VENV)/bin/python -m pip install -q pip==26.3
+	$(MODERN_VENV)/bin/python -m pip install -q -c constraints-upstream.txt -r requirements-upstream.txt
+	$(MODERN_VENV)/bin/python -m pip install -q --no-deps --require-hashes -r docker/rvos-nodeps.lock
+	$(MODERN_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(MODERN_VENV)/bin/python -m pip install -q --no-deps --require-hashes -r requirements-nodeps.txt
+	rm -rf $(MODERN_VENV)/msda-ops $(MODERN_VENV)/msda-wheel
+	$(MODERN_VENV)/bin/python tools/apply_msda_patch.py $(UPSTREAM) soc_test/models/ops $(MODERN_VENV)/msda-ops
+	TORCH_CUDA_ARCH_LIST="$(MSDA_ARCHS)" $(MODERN_VENV)/bin/python docker/build-cuda-op.py $(MODERN_VENV)/msda-ops $(MODERN_VENV)/msda-wheel
+	$(MODERN_VENV)/bin/python -m pip install -q --no-deps --no-index --force-reinstall $(MODERN_VENV)/msda-wheel/*.whl
+	$(MODERN_VENV)/bin/python tools/build_detectron2.py $(UPSTREAM)
+	$(MODERN_VENV)/bin/python -c "import torch, MultiScaleDeformableAttention, detectron2._C; print('modern-venv: torch', torch.__version__, 'CUDA', torch.version.cuda, 'GPU', torch.cuda.is_available())"
+	@touch $@
+
+modern-venv: $(MODERN_STAMP) ## create $(MODERN_VENV): the modern stack natively, for a GPU machine (UPSTREAM=DIR; docs/docker.md)
+
 test: $(STAMP) $(UPSTREAM_STAMP) ## run the test suite (creates both environments first)
 	RVOS_UPSTREAM_PYTHON=$(abspath $(UPSTREAM_VENV))/bin/python $(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check + ruff format --check on the code, hadolint on the Dockerfiles
 	$(VENV)/bin/ruff check src tests bench tools
 	$(VENV)/bin/ruff format --check src tests bench tools
-	$(VENV)/bin/hadolint docker/rvos.Dockerfile docker/uninext.Dockerfile
+	$(VENV)/bin/hadolint docker/rvos.Dockerfile docker/uninext.Dockerfile docker/modern.Dockerfile
 
 lock: $(STAMP) ## regenerate constraints.txt from the current environment
 	$(PY) -m pip freeze --exclude-editable --exclude rvos-kit --exclude deaotpy \
@@ -108,13 +136,15 @@ audit: $(STAMP) ## recompute stage 2 from the authors' released trees and compar
 KIT_VERSION := $(shell sed -nE 's/^version = "(.*)"/\1/p' pyproject.toml)
 RVOS_IMAGE ?= rvos-kit/rvos:$(KIT_VERSION)
 UNINEXT_IMAGE ?= rvos-kit/uninext:$(KIT_VERSION)
+MODERN_IMAGE ?= rvos-kit/modern:$(KIT_VERSION)
 
-base-image: ## pull the CUDA base image by its locked digest (records it on first use)
+base-image: ## pull the CUDA base images by their locked digests (records them on first use)
 	docker/base-images.sh verify
 
-images: base-image ## build both Docker images (`make -n images` prints the exact commands)
+images: base-image ## build the three Docker images (`make -n images` prints the exact commands)
 	docker build --file docker/rvos.Dockerfile --build-arg CUDA_IMAGE=$(shell docker/base-images.sh ref) --tag $(RVOS_IMAGE) .
 	docker build --file docker/uninext.Dockerfile --build-arg CUDA_IMAGE=$(shell docker/base-images.sh ref) --tag $(UNINEXT_IMAGE) .
+	docker build --file docker/modern.Dockerfile --build-arg CUDA_IMAGE=$(shell docker/base-images.sh ref modern) --tag $(MODERN_IMAGE) .
 
 readme: $(STAMP) ## rewrite README.md's generated blocks (J&F table, stage counts, timings)
 	$(PY) tools/readme.py
@@ -126,4 +156,4 @@ bench: $(STAMP) ## print throughput numbers (fusion, evaluation, import, propaga
 	$(PY) bench/propagate.py
 
 clean: ## remove the environment and caches
-	rm -rf $(VENV) $(UPSTREAM_VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(UPSTREAM_VENV) $(MODERN_VENV) .pytest_cache .ruff_cache

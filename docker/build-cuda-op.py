@@ -12,13 +12,35 @@ from TORCH_CUDA_ARCH_LIST, which must be set (without it torch would ask the abs
 The sources are copied first without the build/, dist/ and *.egg-info folders the
 published tree commits (soc_test/models/ops holds a stale py3.8 .so), so nothing stale is
 packed. Python 3.9 compatible (the uninext image).
+
+With torch's CUDA wheels from PyPI (the modern stack: torch 2.x + CUDA 13), the headers of
+the CUDA libraries torch's own headers include (cusparse.h, cublas_v2.h, ...) may be missing
+from a minimal toolkit; those wheels ship them (``nvidia/*/include``), so their folders are
+added to CPATH, after the toolkit's own (``-I``) folders. No-op where there is no such
+package (torch 1.x images).
 """
 
+import glob
 import os
 import runpy
 import shutil
 import sys
 import tempfile
+
+
+def _wheel_cuda_headers():
+    """CPATH += the include folders of the installed nvidia-* CUDA wheels, if any."""
+    try:
+        import nvidia
+    except ImportError:
+        return
+    found = sorted(
+        d for p in nvidia.__path__ for d in glob.glob(os.path.join(p, "*", "include"))
+        if os.path.isdir(d)
+    )  # fmt: skip
+    if found:
+        old = os.environ.get("CPATH")
+        os.environ["CPATH"] = os.pathsep.join(([old] if old else []) + found)
 
 
 def main(argv):
@@ -32,6 +54,7 @@ def main(argv):
 
     if torch.version.cuda is not None and CUDA_HOME is None:  # a CUDA torch, no nvcc
         sys.exit("build-cuda-op: no CUDA toolkit (CUDA_HOME); build FROM a -devel CUDA image")
+    _wheel_cuda_headers()
     work = tempfile.mkdtemp(prefix="cuda-op-")
     tree = os.path.join(work, "ops")
     shutil.copytree(src, tree, ignore=shutil.ignore_patterns("build", "dist", "*.egg-info",

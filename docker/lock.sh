@@ -2,7 +2,9 @@
 # lock.sh -- regenerate the image lock files from docker/*.in (docs/docker.md, "Locks").
 #
 #   docker/lock.sh           rewrite rvos.lock, uninext.lock, bootstrap.lock,
-#                            kit-build.lock and tools.lock (needs PyPI only)
+#                            kit-build.lock, tools.lock, modern.lock and
+#                            modern-bootstrap.lock (needs PyPI only)
+#   docker/lock.sh modern    rewrite only modern.lock and modern-bootstrap.lock
 #   docker/lock.sh --verify  first download every URL in torch-wheels.lock and
 #                            downloads.lock (download.pytorch.org, GitHub, PyPI: about
 #                            4 GB) and check its sha256; a row that matches is marked
@@ -21,8 +23,9 @@ ERA=2023-09-01T00:00:00Z
 PLATFORM=x86_64-manylinux_2_31
 declare -A PYTHON=([rvos]=3.10 [uninext]=3.9)
 
-verify=no
+verify=no only=
 [ "${1:-}" = "--verify" ] && verify=yes
+[ "${1:-}" = "modern" ] && only=modern
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -115,8 +118,35 @@ compile_plain() { # compile_plain NAME PYTHON [uv options] -- exact pins, all pl
     echo "lock.sh: wrote docker/$name.lock" >&2
 }
 
+compile_modern() { # the modern image (issue 22): .venv-upstream's lock, for Python 3.12
+    local nobin=() n
+    while read -r n; do
+        nobin+=(--no-binary "$n")
+    done < <(sed -nE 's/^# source-only: *([A-Za-z0-9._-]+).*/\1/p' modern.in)
+    "${UV[@]}" pip compile modern.in -q --python-version 3.12 \
+        --python-platform x86_64-manylinux_2_39 --index-url https://pypi.org/simple \
+        --generate-hashes --emit-build-options --only-binary :all: "${nobin[@]}" \
+        --no-header -o "$tmp/modern.body"
+    {
+        header modern
+        echo "# Python 3.12, x86_64-manylinux_2_39; every version as constraints-upstream.txt."
+        echo "--only-binary :all:"
+        for n in "${nobin[@]}"; do [ "$n" = --no-binary ] || echo "--no-binary $n"; done
+        grep -vE '^--(only|no)-binary' "$tmp/modern.body"
+    } > "$tmp/modern.lock"
+    mv "$tmp/modern.lock" modern.lock
+    echo "lock.sh: wrote docker/modern.lock" >&2
+}
+
+if [ "$only" = modern ]; then
+    compile_modern
+    compile_plain modern-bootstrap 3.12
+    exit 0
+fi
 compile_image rvos
 compile_image uninext
 compile_plain bootstrap 3.9
 compile_plain kit-build 3.10
 compile_plain tools 3.9
+compile_modern
+compile_plain modern-bootstrap 3.12

@@ -1,4 +1,4 @@
-"""The two images' build rules, checked without a Docker engine (none runs here).
+"""The three images' build rules, checked without a Docker engine (none runs here).
 
 Dockerfiles: hadolint clean; every base tag exact and equal to base-images.lock; no
 ``latest``; every pip install hash-checked; downloads only through fetch-verified.sh and
@@ -32,8 +32,13 @@ from rvos_kit.compute.docker import DEFAULT_IMAGES
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
-DOCKERFILES = {"rvos": DOCKER / "rvos.Dockerfile", "uninext": DOCKER / "uninext.Dockerfile"}
-IMAGE_PYTHON = {"rvos": "3.10", "uninext": "3.9"}
+DOCKERFILES = {
+    "rvos": DOCKER / "rvos.Dockerfile",
+    "uninext": DOCKER / "uninext.Dockerfile",
+    "modern": DOCKER / "modern.Dockerfile",  # issue 22: every GPU stage on torch 2 + CUDA 13
+}
+IMAGE_PYTHON = {"rvos": "3.10", "uninext": "3.9", "modern": "3.12"}
+BASE_OF = {"rvos": "published", "uninext": "published", "modern": "modern"}  # base-images.lock
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -86,14 +91,20 @@ def stage_args(stage: dict) -> dict:
     return args
 
 
-def base_lock() -> tuple[str, str]:
+def base_locks() -> dict[str, tuple[str, str]]:
+    """base-images.lock: {name: (reference, digest)}."""
     rows = [
         ln.split()
         for ln in (DOCKER / "base-images.lock").read_text().splitlines()
         if ln.strip() and not ln.lstrip().startswith("#")
     ]
-    assert len(rows) == 1 and len(rows[0]) == 2, rows
-    return rows[0][0], rows[0][1]
+    assert rows and all(len(r) == 3 for r in rows), rows
+    assert [r[0] for r in rows] == ["published", "modern"], rows
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def base_lock(name: str = "published") -> tuple[str, str]:
+    return base_locks()[name]
 
 
 def exact_tag_problems(ref: str) -> list[str]:
@@ -116,7 +127,7 @@ def exact_tag_problems(ref: str) -> list[str]:
 def test_base_images_exact_and_locked(name):
     text = DOCKERFILES[name].read_text()
     st = stages(text)
-    ref, digest = base_lock()
+    ref, digest = base_lock(BASE_OF[name])
     assert exact_tag_problems(ref) == []
     assert digest == "unresolved" or re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
     raw_from = [r.split()[0] for i, r in instructions(text) if i == "FROM"]
@@ -245,7 +256,16 @@ def test_final_stage_runs_as_non_root(name):
 
 def test_python_versions_match_the_locks():
     downloads = {ln.split()[0]: ln.split() for ln in _rows(DOCKER / "downloads.lock")}
+    # the modern image: Ubuntu 24.04's CPython 3.12 (pinned by the snapshot date), its venv
+    # seeded from modern-bootstrap.lock
+    modern = DOCKERFILES["modern"].read_text()
+    assert "python3.12 python3.12-dev python3.12-venv" in modern
+    assert "python3.12 -m venv /opt/venv" in modern and "modern-bootstrap.lock" in modern
+    assert "ubuntu24.04" in base_lock("modern")[0]
+    assert "# Python 3.12," in (DOCKER / "modern.lock").read_text()
     for name, path in DOCKERFILES.items():
+        if name == "modern":
+            continue
         st = stages(path.read_text())
         python = next(s for s in st if s["alias"] == "python")
         version = stage_args(python)["PYTHON_VERSION"]
@@ -319,7 +339,7 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-LOCKS = ["rvos", "uninext", "bootstrap", "kit-build", "tools"]
+LOCKS = ["rvos", "uninext", "bootstrap", "kit-build", "tools", "modern", "modern-bootstrap"]
 
 
 def test_deaotpy_row_is_hashed():
@@ -692,9 +712,11 @@ exit 99
 def test_base_images_records_then_pins_the_digest(tmp_path):
     lock = tmp_path / "base-images.lock"
     shutil.copy(DOCKER / "base-images.lock", lock)
-    ref, digest = base_lock()
-    if digest != "unresolved":  # test the first-use path all the same
-        lock.write_text(lock.read_text().replace(digest, "unresolved"))
+    bases = base_locks()
+    for _, digest in bases.values():
+        if digest != "unresolved":  # test the first-use path all the same
+            lock.write_text(lock.read_text().replace(digest, "unresolved"))
+    ref, modern = bases["published"][0], bases["modern"][0]
     log, new = tmp_path / "docker.log", "sha256:" + "ab" * 32
     _fake_docker(tmp_path / "bin", log, new)
     env = dict(os.environ, LOCK=str(lock), PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}")
@@ -703,16 +725,25 @@ def test_base_images_records_then_pins_the_digest(tmp_path):
     def run(*args):
         return subprocess.run([script, *args], env=env, capture_output=True, text=True)
 
-    assert run("ref").stdout.strip() == ref  # unresolved: the bare tag
-    r = run("verify")
+    assert run("ref").stdout.strip() == ref  # unresolved: the bare tag; default: published
+    assert run("ref", "modern").stdout.strip() == modern
+    r = run("verify", "published")  # one base: only its row changes
     assert r.returncode == 0 and "RECORDED" in r.stderr, r.stderr
     rows = [ln.split() for ln in _rows(lock)]
-    assert rows == [[ref, new]] and "base image both Dockerfiles" in lock.read_text()
+    assert rows == [["published", ref, new], ["modern", modern, "unresolved"]]
+    assert "The base images the Dockerfiles build FROM" in lock.read_text()
     assert run("ref").stdout.strip() == f"{ref}@{new}"
+    assert run("ref", "modern").stdout.strip() == modern
     log.write_text("")
-    assert run("verify").returncode == 0
-    assert log.read_text().split() == ["pull", f"{ref}@{new}"]  # by digest from now on
-    lock.write_text(lock.read_text().replace(new, "sha256:nothex"))
+    r = run("verify")  # every base: published by digest, modern recorded on first use
+    assert r.returncode == 0, r.stderr
+    assert log.read_text().split() == ["pull", f"{ref}@{new}", "pull", modern,
+                                       "image", "inspect", "--format",
+                                       "{{range", ".RepoDigests}}{{println", ".}}{{end}}",
+                                       modern]  # fmt: skip
+    assert run("ref", "modern").stdout.strip() == f"{modern}@{new}"
+    assert run("ref", "nope").returncode == 1
+    lock.write_text(lock.read_text().replace(new, "sha256:nothex", 1))
     assert run("ref").returncode == 1
 
 
@@ -723,15 +754,18 @@ def test_make_images_prints_the_exact_commands():
     r = subprocess.run(["make", "--no-print-directory", "-n", "images"], cwd=REPO,
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    ref, digest = base_lock()
-    base = ref if digest == "unresolved" else f"{ref}@{digest}"
+    base = {}
+    for name, (ref, digest) in base_locks().items():
+        base[name] = ref if digest == "unresolved" else f"{ref}@{digest}"
     lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
     assert lines == [
         "docker/base-images.sh verify",
-        f"docker build --file docker/rvos.Dockerfile --build-arg CUDA_IMAGE={base} "
+        f"docker build --file docker/rvos.Dockerfile --build-arg CUDA_IMAGE={base['published']} "
         f"--tag {DEFAULT_IMAGES['rvos']} .",
-        f"docker build --file docker/uninext.Dockerfile --build-arg CUDA_IMAGE={base} "
+        f"docker build --file docker/uninext.Dockerfile --build-arg CUDA_IMAGE={base['published']} "
         f"--tag {DEFAULT_IMAGES['uninext']} .",
+        f"docker build --file docker/modern.Dockerfile --build-arg CUDA_IMAGE={base['modern']} "
+        f"--tag {DEFAULT_IMAGES['modern']} .",
     ]
 
 
@@ -761,7 +795,8 @@ def test_model_code_fetches_the_pinned_solution_where_params_point(name):
     assert f'"${{SOLUTION_COMMIT}}" {upstream} ' in re.sub(r"\s+", " ", body) + " "
     # the deformable-attention op: built through the shim, for fixed architectures, into a
     # wheel installed without any download; then imported by the build itself
-    assert "build-cuda-op.py" in body and 'ENV TORCH_CUDA_ARCH_LIST="7.0;7.5;8.0;8.6+PTX"' in body
+    archs = "8.0;8.6;8.9;9.0;10.0;12.0+PTX" if name == "modern" else "7.0;7.5;8.0;8.6+PTX"
+    assert "build-cuda-op.py" in body and f'ENV TORCH_CUDA_ARCH_LIST="{archs}"' in body
     flat = re.sub(r"\s+", " ", body)
     assert re.search(r'python -c "import (torch, )?MultiScaleDeformableAttention', flat)
     # the finished image proves its copy is the pinned code, blob for blob
@@ -837,3 +872,65 @@ def test_cuda_op_shim_builds_without_a_visible_gpu(tmp_path):
     assert "toyop/__init__.py" in names and not any("stale" in n for n in names)
     assert (src / "build" / "lib" / "stale.so").exists()  # the source tree is not touched
     assert not (src / "toyop" / "__pycache__").exists()
+
+
+# ------------------------------------------------------------------ the modern stack (issue 22)
+def test_modern_image_builds_the_patched_op_only_after_the_upstream_check():
+    """The op is built from a patched COPY made by tools/apply_msda_patch.py (which runs
+    the kit's upstream verifier first), after the kit is installed and after the pinned
+    fetch, for sm_80..sm_120 (+PTX); the original tree stays as fetched, and the finished
+    image checks all four model folders blob for blob."""
+    body = re.sub(r"\s+", " ", _model_code("modern"))
+    order = [
+        'fetch-at-commit.sh "${SOLUTION_REPO}" "${SOLUTION_COMMIT}" '
+        "/opt/rvos-kit/upstream/iccv2023_RVOS_Challenge",
+        "pip install --no-cache-dir --no-deps --no-index /opt/rvos-kit/wheel/rvos_kit-*.whl",
+        "python /opt/rvos-kit/tools/apply_msda_patch.py "
+        "/opt/rvos-kit/upstream/iccv2023_RVOS_Challenge soc_test/models/ops /tmp/msda-ops",
+        "python /opt/rvos-kit/docker/build-cuda-op.py /tmp/msda-ops /tmp/cuda-op",
+        "pip install --no-cache-dir --no-deps --no-index /tmp/cuda-op/*.whl",
+        "python /opt/rvos-kit/tools/build_detectron2.py "
+        "/opt/rvos-kit/upstream/iccv2023_RVOS_Challenge",
+    ]
+    at = [body.find(x) for x in order]
+    assert all(i >= 0 for i in at) and at == sorted(at), list(zip(order, at, strict=True))
+    assert "COPY docker/patches /opt/rvos-kit/docker/patches" in body
+    # the tool's default patch path is where the image puts it
+    tool = (REPO / "tools/apply_msda_patch.py").read_text()
+    assert 'PATCH = HERE.parent / "docker" / "patches" / "msda-torch2.patch"' in tool
+    final = re.sub(r"\s+", " ", _model_code("modern", "runtime"))
+    assert "('soc_test', 'MUTR', 'ReferFormer', 'UNINEXT')" in final
+    assert "userdel --remove ubuntu" in final  # Ubuntu 24.04's own uid 1000
+
+
+def test_modern_lock_is_the_native_upstream_stack():
+    """modern.lock pins exactly what constraints-upstream.txt (.venv-upstream, where the
+    published code runs in CI) pins, torch 2.14.1 + the CUDA 13 wheels included, every row
+    hashed, from PyPI only; the three source-only packages are the .in file's."""
+    options, modern = parse_lock(DOCKER / "modern.lock")
+    upstream = {}
+    for ln in _rows(REPO / "constraints-upstream.txt"):
+        name, _, version = ln.partition("==")
+        upstream[_norm(name)] = version.strip()
+    pins = {n: e["pin"] for n, e in modern.items()}
+    assert pins["torch"] == "2.14.1" and pins["nvidia-cuda-runtime"].startswith("13.0.")
+    for n, v in pins.items():
+        if n != "setuptools":  # `pip freeze` leaves it out; requirements-upstream pins it
+            assert upstream.get(n) == v, (
+                f"modern.lock {n}=={v}, constraints-upstream {upstream.get(n)}"
+            )
+    assert set(upstream) - set(pins) == {"imgaug"}  # --no-deps, from rvos-nodeps.lock
+    assert options == ["--only-binary :all:", "--no-binary fvcore", "--no-binary iopath",
+                       "--no-binary fairscale"]  # fmt: skip
+    assert not any(e["pin"].startswith("http") for e in modern.values())
+
+
+def test_modern_image_tag_and_stack_agree():
+    from rvos_kit.compute.docker import MODERN, STACKS
+
+    assert STACKS == ("published", "modern") and DEFAULT_IMAGES[MODERN].startswith(
+        "rvos-kit/modern:"
+    )
+    mk = (REPO / "Makefile").read_text()
+    assert "MODERN_IMAGE ?= rvos-kit/modern:$(KIT_VERSION)" in mk
+    assert "docker/modern.Dockerfile" in mk.split("\nlint:")[1].split("\n\n")[0]  # hadolint

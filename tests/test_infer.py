@@ -285,3 +285,48 @@ def test_merge_refuses_inconsistent_shards(fake, data, upstream):
         with pytest.raises(KitError, match=needle):
             merge_shards([s1, s2], data.meta, out)
         assert not out.exists() and not list(data.tmp.glob(f".out-{tag}*")), tag
+
+
+# ----------------------------------------------------------------- infer.msda (issue 22)
+def test_msda_path_follows_the_device_unless_given(fake, data, upstream):
+    """Absent: the pure-PyTorch reference on the CPU (as before) and the compiled op on a
+    GPU; --msda pytorch takes the reference anywhere; compiled on the CPU is refused
+    before anything runs."""
+    seen = []
+    mod = fake()
+    real = mod.run
+    mod.run = lambda req, videos, out: (seen.append(req.msda_path), real(req, videos, out))
+    _run(data, upstream, data.tmp / "a")
+    _run(data, upstream, data.tmp / "b", msda="pytorch")
+    assert tree_bytes(data.tmp / "a") == tree_bytes(data.tmp / "b")
+    with pytest.raises(KitError, match="--msda compiled needs --device cuda"):
+        _run(data, upstream, data.tmp / "c", msda="compiled")
+    with pytest.raises(KitError, match="unknown msda path 'cuda'"):
+        _run(data, upstream, data.tmp / "c", msda="cuda")
+    assert seen == ["pytorch", "pytorch"] and not (data.tmp / "c").exists()
+    paths = dict.fromkeys(("images", "upstream", "checkpoint", "pretrained"), data.tmp)
+    req = core.Request(model="soc", meta=None, meta_videos={}, split="test", **paths)
+    assert req.msda_path == "compiled"  # device cuda, no msda
+    req.msda = "pytorch"
+    assert req.msda_path == "pytorch"
+
+
+def test_msda_pytorch_reaches_the_swin_drivers_and_the_uninext_child(monkeypatch, tmp_path):
+    from rvos_kit.stages.rvos.infer import msda_cpu, swin, uninext, uninext_child
+
+    name = "MultiScaleDeformableAttention"
+    monkeypatch.setitem(sys.modules, name, None)  # restored after the test
+    monkeypatch.setattr(msda_cpu, "_root", None)
+    monkeypatch.setattr(msda_cpu, "_functions", msda_cpu._functions)
+    swin._install_msda("pytorch", tmp_path)
+    assert sys.modules[name] is msda_cpu and msda_cpu._root == tmp_path.resolve()
+    monkeypatch.setitem(sys.modules, name, None)  # `import` of a None entry fails
+    with pytest.raises(KitError, match="--msda pytorch"):
+        swin._install_msda("compiled", tmp_path)
+    uninext_child.pytorch_msda(tmp_path)
+    assert sys.modules[name] is msda_cpu and msda_cpu._functions == uninext_child.MSDA_FUNCTIONS
+    assert uninext.MSDA_ENV == uninext_child.MSDA_ENV
+    monkeypatch.setenv(uninext.MSDA_ENV, "pytorch")  # a stale value never leaks to a child
+    assert uninext.MSDA_ENV not in uninext.child_env(tmp_path)
+    assert uninext.MSDA_ENV not in uninext.child_env(tmp_path, msda="compiled")
+    assert uninext.child_env(tmp_path, msda="pytorch")[uninext.MSDA_ENV] == "pytorch"

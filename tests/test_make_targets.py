@@ -105,3 +105,36 @@ def test_dvc_metrics_and_params_diff_are_clean_in_a_clone(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "demo/params.yaml" in r.stdout and "pair_threshold" in r.stdout
     assert "failed to load" not in r.stdout + r.stderr
+
+
+MODERN_DEPS = ("requirements-upstream.txt", "constraints-upstream.txt", "requirements-nodeps.txt",
+               "docker/rvos-nodeps.lock", "tools/build_detectron2.py", "tools/apply_msda_patch.py",
+               "docker/patches/msda-torch2.patch", "docker/build-cuda-op.py")  # fmt: skip
+
+
+def test_make_modern_venv_builds_the_upstream_stack_and_the_patched_op(tmp_path):
+    """issue 22: `make modern-venv` is .venv-upstream's stack (the same requirement and
+    constraint files) plus the GPU parts: the op patched in a copy of the verified tree,
+    then built for sm_80..sm_120; without UPSTREAM it stops at once, creating nothing."""
+    repo = clone(tmp_path)
+    for f in MODERN_DEPS:
+        (repo / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / f, repo / f)
+    r = make(repo, "-n", "--no-print-directory", "modern-venv", "UPSTREAM=/up", "MODERN_VENV=/m")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    want = [
+        "python3 -m venv /m",
+        "/m/bin/python -m pip install -q -c constraints-upstream.txt -r requirements-upstream.txt",
+        "/m/bin/python tools/apply_msda_patch.py /up soc_test/models/ops /m/msda-ops",
+        'TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0;10.0;12.0+PTX" /m/bin/python '
+        "docker/build-cuda-op.py /m/msda-ops /m/msda-wheel",
+        "/m/bin/python -m pip install -q --no-deps --no-index --force-reinstall "
+        "/m/msda-wheel/*.whl",
+        "/m/bin/python tools/build_detectron2.py /up",
+    ]
+    at = [lines.index(w) if w in lines else -1 for w in want]
+    assert -1 not in at and at == sorted(at), "\n".join(lines)
+    r = make(repo, "modern-venv", "MODERN_VENV=.venv-modern", RVOS_UPSTREAM_DIR="")
+    assert r.returncode != 0 and "set UPSTREAM=DIR" in r.stdout + r.stderr
+    assert not (repo / ".venv-modern").exists()

@@ -60,6 +60,12 @@ CASES = [
     (_set("sample.videos", -1), ["sample.videos"]),
     (_set("data.metaa", "x.json"), ["data.metaa: unknown key", "meta"]),
     (_set("submission.node", "en3"), ["submission.node", "'en3'", "final"]),
+    # issue 22: the stack and the deformable-attention path
+    (_set("runner", {"stack": "latest"}), ["runner.stack", "'published' or 'modern'", "latest"]),
+    (_set("runner", {"stack": "modern", "images": {"rvos": "rvos-kit/rvos:0.1.0"}}),
+     ["runner.stack: modern", "runner.images.modern", "not defined (rvos)"]),
+    (_set("infer", {"upstream": "up", "msda": "cuda"}),
+     ["infer.msda", "'compiled' or 'pytorch'", "cuda"]),
 ]  # fmt: skip
 
 
@@ -88,6 +94,24 @@ def test_schema_enums_are_the_code_registries():
     assert params_mod.ODD_RULES is fusion.ODD_RULES
     assert params_mod.ENCODERS is masktree.ENCODERS
     assert params_mod.RUNNER_MODES is runner.MODES
+    assert params_mod.STACKS is runner.STACKS
+    from rvos_kit.stages.rvos.infer.core import MSDA_PATHS
+
+    assert params_mod.MSDA_PATHS is MSDA_PATHS
     from rvos_kit.stages.data import MODELS
 
     assert {n: r.kind for n, r in params_mod.MODELS.items()} == MODELS
+
+
+def test_compiled_msda_needs_a_gpu_device(tmp_path, capsys):
+    """issue 22: the compiled op has CUDA kernels only; leaving msda out chooses by device."""
+    p = copy.deepcopy(DEMO)
+    p["device"], p["infer"] = "cpu", {"upstream": "up", "msda": "compiled"}
+    rc = main(["dag", "--params", _write(tmp_path, p), "--check"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "infer.msda: compiled needs device: cuda" in err, err
+    for ok in ({"upstream": "up", "msda": "pytorch"}, {"upstream": "up"}):
+        p["infer"] = ok
+        params_mod.check_params(p)
+    p["device"], p["infer"] = "cuda", {"upstream": "up", "msda": "compiled"}
+    params_mod.check_params(p)

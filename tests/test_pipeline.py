@@ -182,6 +182,60 @@ def test_dag_builder_emits_every_stage_kind_with_its_code(tmp_path):
     assert len(sizes) >= 8 and max(sizes.values()) <= 150, sizes
 
 
+def _gpu_stages(doc: dict) -> set[str]:
+    """The stages that run a network: a model's inference, AOT/DeAOT propagation."""
+    return {
+        n
+        for n, s in doc.items()
+        if " run --stage " in s["cmd"]
+        or (" propagate " in s["cmd"] and "--backend flow" not in s["cmd"])
+    }
+
+
+def test_stack_is_a_param_of_every_gpu_stage_and_modern_runs_them_in_one_image(
+    tmp_path, monkeypatch, capsys
+):
+    """issue 22: runner.stack is a params key of exactly the GPU stages (so DVC never takes
+    a tree of one stack for the other's); absent, it is no key and the commands are the
+    same; with stack modern every `rvos-kit run` stage's dry run names the modern image,
+    and infer.msda reaches the infer command."""
+    p = yaml.safe_load((REPO / "params.yaml").read_text())
+    p["paths"]["lock"] = str(REPO / "checkpoints.lock")
+    f = tmp_path / "params.yaml"
+
+    def doc(params: dict) -> dict:
+        f.write_text(yaml.safe_dump(params, sort_keys=False))
+        return yaml.safe_load(render(f))["stages"]
+
+    published = doc(p)
+    gpu = _gpu_stages(published)
+    assert len(gpu) == 12 and {"rvos_soc", "rvos_convnext", "propagate_deaot_vit_huge"} <= gpu
+    for name, s in published.items():
+        assert ("runner.stack" in s.get("params", [])) == (name in gpu), name
+    del p["runner"]["stack"]
+    absent = doc(p)
+    assert all("runner.stack" not in s.get("params", []) for s in absent.values())
+    assert {n: s["cmd"] for n, s in absent.items()} == {n: s["cmd"] for n, s in published.items()}
+    p["runner"]["stack"], p["infer"]["msda"] = "modern", "pytorch"
+    modern = doc(p)
+    assert _gpu_stages(modern) == gpu
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    runs = 0
+    for name in sorted(gpu):
+        words = shlex.split(modern[name]["cmd"])
+        if name.startswith("rvos_"):
+            assert words[words.index("--msda") + 1] == "pytorch", name
+        if "run" not in words:
+            continue  # propagate: the verb runs here and puts its shards in the image
+        words.insert(words.index("run") + 1, "--dry-run")  # (no stale-stage check then)
+        assert main(words[words.index("run") :]) == 0, name
+        argv = shlex.split(capsys.readouterr().out)
+        assert argv[argv.index("--workdir") + 2] == "rvos-kit/modern:0.1.0", name
+        runs += 1
+    assert runs == 5
+
+
 # ---------------------------------------------------------------------- dvc end to end
 def _dvc(repo: Path, *args) -> str:
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}

@@ -477,3 +477,69 @@ def test_infer_refuses_missing_inputs_before_docker(project, monkeypatch, capsys
     assert "meta_expressions.json not found" in capsys.readouterr().err
     # the work folders the mounts need were made by the user, not by Docker as root
     assert (project / "outputs/rvos/.vit_huge.uninext-work/model_pth").is_dir()
+
+
+# ------------------------------------------------------------------ runner.stack (issue 22)
+MODERN_PARAMS = PARAMS.replace(
+    'uninext: "rvos-kit/uninext:0.1.0"}',
+    'uninext: "rvos-kit/uninext:0.1.0",\n'
+    '           modern: "rvos-kit/modern:0.1.0"}\n  stack: modern',
+)
+
+
+def test_modern_stack_runs_every_gpu_stage_in_the_modern_image(project, monkeypatch, capsys):
+    """The same dry-run command as on the published stack, but for the image: exact."""
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    runs = {
+        "infer_vit_huge": ["infer", *INFER_ARGS],
+        "infer_soc": ["infer", *[a.replace("vit_huge", "soc") for a in INFER_ARGS]],
+        "propagate": ["propagate", "--images", "data/refer_youtube_vos/valid/JPEGImages",
+                      "--backend", "deaot", "--device", "cuda"],
+    }  # fmt: skip
+    published = {}
+    for stage, cmd in runs.items():
+        assert main(["run", "--dry-run", "--stage", stage, "--", *cmd]) == 0
+        published[stage] = shlex.split(capsys.readouterr().out)
+    (project / "params.yaml").write_text(MODERN_PARAMS)
+    s = load_settings("params.yaml")
+    assert s.stack == "modern" and s.images["modern"] == "rvos-kit/modern:0.1.0"
+    for stage in s.stages:
+        assert image_key(s, "infer", [], stage) == "modern", stage
+    assert image_key(s, "propagate", ["--backend", "flow"], "propagate") is None  # CPU
+    assert image_key(s, "vote", [], "vote") is None
+    for stage, cmd in runs.items():
+        assert main(["run", "--dry-run", "--stage", stage, "--", *cmd]) == 0
+        argv = shlex.split(capsys.readouterr().out)
+        i = argv.index("rvos-kit/modern:0.1.0")
+        old = published[stage]
+        assert old[i] in ("rvos-kit/rvos:0.1.0", "rvos-kit/uninext:0.1.0"), old[i]
+        assert argv == [*old[:i], "rvos-kit/modern:0.1.0", *old[i + 1 :]], stage
+    # the infer stage in full: one GPU, the published paths mounted, the modern image
+    assert (
+        main(["run", "--dry-run", "--stage", "infer_vit_huge", "--", *runs["infer_vit_huge"]]) == 0
+    )
+    argv = shlex.split(capsys.readouterr().out)
+    p, src = str(project.resolve()), kit_source_dir()
+    assert argv[:8] == ["docker", "run", "--rm", "--init", "--pull", "never", "--gpus", "device=0"]
+    assert argv[argv.index("--workdir") :] == [
+        "--workdir", p, "rvos-kit/modern:0.1.0", "python", "-m", "rvos_kit", *runs["infer_vit_huge"]
+    ]  # fmt: skip
+    assert f"PYTHONPATH={src}" in argv
+
+
+def test_stack_errors_name_the_key(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("runner: {stack: newest}\n")
+    with pytest.raises(KitError, match=r"runner.stack 'newest' is not one of published, modern"):
+        load_settings(p)
+    p.write_text('runner: {stack: modern, images: {rvos: "rvos-kit/rvos:0.1.0"}, stages: {}}\n')
+    with pytest.raises(
+        KitError, match=r"runner.images does not define; add modern: rvos-kit/modern:"
+    ):
+        load_settings(p)
+    p.write_text("runner: {stack: modern}\n")  # the default images include modern
+    s = load_settings(p)
+    assert s.images["modern"] == f"rvos-kit/modern:{__version__}"
+    assert image_key(s, "infer", [], "rvos_convnext") == "modern"
+    assert image_key(Settings(base=tmp_path), "infer", [], "rvos_convnext") == "uninext"

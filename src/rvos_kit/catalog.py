@@ -31,6 +31,14 @@ PAIRINGS = ("consecutive", "none")  # stage 1/2 voting (stages/fusion.py)
 ODD_RULES = ("vote", "first")
 ENCODERS = ("pil", "fast")  # the PNG codec (trees/pngcodec.py)
 RUNNER_MODES = ("native", "docker")
+# runner.stack: ``published`` runs each GPU stage in its model's image of the published
+# stack (torch 1.10/1.11 + CUDA 11.3); ``modern`` runs every GPU stage in one image of the
+# current stack (runner.images.modern, docker/modern.Dockerfile).
+STACKS = ("published", "modern")
+# infer.msda: the compiled deformable-attention CUDA op, or the pure-PyTorch
+# ms_deform_attn_core_pytorch the upstream code ships. Absent: by device (compiled on cuda,
+# pytorch on cpu: what the kit always did).
+MSDA_PATHS = ("compiled", "pytorch")
 # Which engine code an AOT / DeAOT run reproduces (contract 5.6-5.7).
 ENGINES = ("published_aot_fork", "aot_benchmark")
 
@@ -47,6 +55,7 @@ DEFAULTS: dict[str, dict] = {
         "shm_size": "8g",
         "network": "none",
         "allow_mounts_outside_project": False,
+        "stack": "published",
     },  # fmt: skip
     "infer": {"pretrained": "checkpoints/pretrained", "chunk_videos": 1},
     "sample": {"seed": 0, "videos": 6, "frames": 12, "height": 96, "width": 160},
@@ -80,6 +89,7 @@ def default(section: str, key: str):
 IMAGES = {
     "rvos": f"rvos-kit/rvos:{__version__}",
     "uninext": f"rvos-kit/uninext:{__version__}",
+    "modern": f"rvos-kit/modern:{__version__}",
 }
 
 # What one inference shard asks Ray for when scale.needs.infer does not say.

@@ -109,6 +109,7 @@ class RunnerSection(Section):
     shm_size: str | None = _d("runner", "shm_size")  # null: docker's default
     network: str | None = _d("runner", "network")  # null: docker's default network
     allow_mounts_outside_project: bool = _d("runner", "allow_mounts_outside_project")
+    stack: _lit(catalog.STACKS) = _d("runner", "stack")  # compute/docker.py, docs/docker.md
 
     @field_validator("images")
     @classmethod
@@ -137,6 +138,7 @@ class InferSection(Section):
     upstream: Path_  # the published code at the pinned commit
     pretrained: Path_ = _d("infer", "pretrained")
     chunk_videos: int | None = Field(None, ge=1)  # None: the verb's default
+    msda: _lit(catalog.MSDA_PATHS) | None = None  # None: by device (catalog.MSDA_PATHS)
 
 
 class SampleSection(Section):
@@ -393,6 +395,17 @@ class Params(Section):
                 f"submission.node: {self.submission.node!r} is not a fusion node "
                 f"({', '.join(fusion) or 'none'})"
             )
+        if self.infer is not None and self.infer.msda == "compiled" and self.device == "cpu":
+            raise ValueError(
+                "infer.msda: compiled needs device: cuda (the compiled op has CUDA kernels "
+                "only); use msda: pytorch, or leave msda out to choose by device"
+            )
+        if self.runner.stack == "modern" and "modern" not in self.runner.images:
+            raise ValueError(
+                "runner.stack: modern runs every GPU stage in runner.images.modern, which "
+                f"is not defined ({', '.join(self.runner.images) or 'none'}); add "
+                "modern: rvos-kit/modern:<version> to runner.images"
+            )
         return self
 
 
@@ -404,6 +417,7 @@ def _message(err: dict) -> str:
             msg = msg[len(prefix) :]
     if err["type"] == "value_error" and msg.startswith(("models.", "fusion.", "propagation.",
                                                        "submission.", "runner.", "data.", "scale.",
+                                                       "infer.",
                                                        "(top level)")):  # fmt: skip
         return msg  # a cross-key rule names its own path
     if msg.startswith(_UNKNOWN):  # Section._known_keys

@@ -27,6 +27,10 @@ from ..errors import KitError
 from .runguard import check_images, check_mounts, image_ref_error
 
 MODES = catalog.RUNNER_MODES
+# runner.stack (issue 22): ``published`` runs each GPU stage in its model's image of the
+# published stack; ``modern`` runs every GPU stage in runner.images.modern.
+STACKS = catalog.STACKS
+MODERN = "modern"
 
 # Verbs that never need an image: CPU work on files (fusion, packing, evaluation, audit,
 # downloads, imports, the DAG tools). ``run`` itself is refused as a verb.
@@ -78,6 +82,7 @@ class Settings:
     outputs: str = "outputs"
     ro_paths: tuple = (default("paths", "checkpoints"),)  # relative to base; read-only if there
     allow_mounts_outside_project: bool = default("runner", "allow_mounts_outside_project")
+    stack: str = default("runner", "stack")  # STACKS
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,7 @@ def settings_of(p, path: str | os.PathLike) -> Settings:
         outputs=p.paths.outputs,
         ro_paths=tuple(x for x in ro if isinstance(x, str) and x),
         allow_mounts_outside_project=r.allow_mounts_outside_project,
+        stack=r.stack,
     )
 
 
@@ -160,7 +166,8 @@ def option_value(args: list[str], name: str) -> str | None:
 
 
 def image_key(settings: Settings, verb: str, args: list[str], stage: str | None) -> str | None:
-    """The image key a stage runs in, or None when it runs natively."""
+    """The image key a stage runs in, or None when it runs natively. With
+    ``runner.stack: modern`` every stage that has an image runs in ``modern``."""
     if verb in CPU_ONLY_VERBS:
         return None
     if verb == "propagate":
@@ -168,8 +175,10 @@ def image_key(settings: Settings, verb: str, args: list[str], stage: str | None)
         if row is not None and row.image is None:  # CPU work (flow): natively
             return None
     if stage is not None and stage_name(stage) in settings.stages:
-        return settings.stages[stage_name(stage)]
-    return settings.stages.get(verb)
+        key = settings.stages[stage_name(stage)]
+    else:
+        key = settings.stages.get(verb)
+    return MODERN if key is not None and settings.stack == MODERN else key
 
 
 def native_argv(verb: str, args: list[str]) -> list[str]:

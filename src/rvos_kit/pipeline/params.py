@@ -13,10 +13,12 @@ from ..catalog import (  # noqa: F401 (importable from here)
     MODEL_KINDS,
     MODEL_SOURCES,
     MODELS,
+    MSDA_PATHS,
     ODD_RULES,
     PAIRINGS,
     RUNNER_MODES,
     SPLITS,
+    STACKS,
 )
 from ..config import (  # noqa: F401
     Params,

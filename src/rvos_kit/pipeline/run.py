@@ -43,7 +43,10 @@ params.yaml keys read (defaults when absent)::
 
     runner.mode        native            native | docker (--runner overrides)
     runner.gpus        all               all | N | "0,1" | none
-    runner.images      {rvos: rvos-kit/rvos:<version>, uninext: rvos-kit/uninext:<version>}
+    runner.stack       published         published | modern: every stage that has an
+                                         image runs in runner.images.modern
+    runner.images      {rvos: rvos-kit/rvos:<version>, uninext: rvos-kit/uninext:<version>,
+                        modern: rvos-kit/modern:<version>}
     runner.stages      propagate, rvos_soc, rvos_mutr, rvos_referformer_ft -> rvos;
                        rvos_vit_huge, rvos_convnext -> uninext (keys are DVC stage names;
                        the older infer_<model> still works)

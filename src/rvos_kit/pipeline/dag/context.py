@@ -81,6 +81,13 @@ class Builder:
             return f"{self.model_dir(m)}/{row.png_run}"
         return None
 
+    def stack_params(self) -> list[str]:
+        """``runner.stack`` as a params key of every GPU stage when params.yaml sets it
+        (issue 22), so that DVC never takes a tree made on one stack for the other's.
+        Absent = published; listing an absent key would make DVC refuse the stage, and
+        adding the key changes the stage, which then runs again."""
+        return ["runner.stack"] if "stack" in self.p.runner.model_fields_set else []
+
     # --------------------------------------------------------------- released
     def lock(self):
         """The parsed ``paths.lock`` (checkpoints.lock), read once."""

@@ -59,6 +59,9 @@ def add(b: Builder, prop: str, node: str) -> None:
     b.stages[f"propagate_{prop}_{node}"] = {
         "cmd": q(args),
         "deps": deps,
-        "params": [f"propagation.{prop}", *(["device"] if c.row.takes_model else [])],
+        "params": [
+            f"propagation.{prop}",
+            *(["device", *b.stack_params()] if c.row.takes_model else []),
+        ],
         "outs": [out],
     }

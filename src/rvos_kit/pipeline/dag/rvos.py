@@ -67,6 +67,8 @@ def _infer(b: Builder, m: str, mdir: str) -> None:
             "--device", b.p.device]  # fmt: skip
     if inf.chunk_videos:
         args += ["--chunk-videos", inf.chunk_videos]
+    if inf.msda:  # absent: by device, as before (issue 22)
+        args += ["--msda", inf.msda]
     if b.png_run_tree(m):
         args += ["--png-run"]
     b.stages[f"rvos_{m}"] = {
@@ -74,7 +76,7 @@ def _infer(b: Builder, m: str, mdir: str) -> None:
         "deps": [b.meta, data.images, ckpt, *(f"{pretrained}/{x}" for x in row.pretrained)],
         # compat only where it changes what is written (mutr's PNG-run tree)
         "params": [f"models.{m}", "infer", "device", "data.split",
-                   *(["compat"] if row.png_run else [])],
+                   *(["compat"] if row.png_run else []), *b.stack_params()],
         "outs": [mdir],
     }  # fmt: skip
     _audit_png_run(b, m, mdir)

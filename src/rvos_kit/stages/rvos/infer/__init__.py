@@ -17,6 +17,8 @@ infer --model {soc,mutr,referformer_ft,vit_huge,convnext}
     ``--device cuda`` needs the compiled MultiScaleDeformableAttention op (the Docker
     image). ``--device cpu`` runs the same code with the op replaced by the pure-PyTorch
     reference the upstream code ships (``ms_deform_attn_core_pytorch``), for tests.
+    ``--msda pytorch`` takes that reference on a GPU too (slower; another summation
+    order); ``--msda compiled`` insists on the op. Without ``--msda``: by device.
 
     ``--videos`` and ``--shard I/N`` restrict the run to some videos; shard folders joined
     by ``infer-merge`` are byte-identical to one unsharded run.
@@ -34,6 +36,7 @@ from ....argtypes import declare_paths
 from .core import (
     DEVICES,
     MODELS,
+    MSDA_PATHS,
     PNG_RUN_TREE,
     SPLITS,
     infer_videos,
@@ -105,7 +108,7 @@ def _run_infer(args) -> int:
         args.model, videos, meta=args.meta, images=args.images, split=args.split,
         upstream=args.upstream, checkpoint=args.checkpoint, pretrained=args.pretrained,
         out_dir=args.out, device=args.device, png_run=args.png_run, chunk=args.chunk_videos,
-        keep_dumps=args.keep_dumps,
+        keep_dumps=args.keep_dumps, msda=args.msda,
     )  # fmt: skip
     extra = f" and {PNG_RUN_TREE}/" if args.png_run else ""
     print(
@@ -143,6 +146,7 @@ def _run_sharded(args) -> int:
             "--pretrained", args.pretrained, "--device", args.device,
             "--chunk-videos", str(args.chunk_videos)]  # fmt: skip
     base += ["--png-run"] * bool(args.png_run)
+    base += ["--msda", args.msda] if args.msda else []
     record = {
         "verb": base,
         "cwd": os.getcwd(),
@@ -213,6 +217,12 @@ def register(sub) -> None:
     )
     p.add_argument("--out", required=True, help="model folder to write (Annotations/, scores.json)")
     p.add_argument("--device", choices=DEVICES, default=default("", "device"))
+    p.add_argument(
+        "--msda",
+        choices=MSDA_PATHS,
+        help="deformable attention: the compiled CUDA op or the upstream pure-PyTorch "
+        "reference (default: compiled on cuda, pytorch on cpu)",
+    )
     add_video_selection(p, "only these videos")
     p.add_argument(
         "--shard", type=_shard, metavar="I/N", help="only part I of N (contiguous, meta order)"

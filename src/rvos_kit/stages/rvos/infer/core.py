@@ -36,6 +36,9 @@ from ..dumps import _load_dump, _PageReleaser, odd_expressions, plan_dumps, writ
 # model -> its catalogue row: driver module under rvos_kit.stages.rvos.infer, kind of its
 # dump, the upstream folders it runs (rvos_kit.catalog, the model catalogue)
 MODELS = catalog.MODELS
+# the deformable-attention path (issue 22, catalog.MSDA_PATHS): the compiled CUDA op or the
+# pure-PyTorch ms_deform_attn_core_pytorch; None = by device (compiled on cuda, pytorch on cpu)
+MSDA_PATHS = catalog.MSDA_PATHS
 # what a model folder may hold; anything else means --out is not a folder the kit made
 _MODEL_DIR_ENTRIES = {"Annotations", "Annotations_sigmoid_odd", PNG_RUN_TREE, "scores.json"}
 
@@ -56,6 +59,12 @@ class Request:
     png_run: bool = False
     chunk: int = 1  # videos per call of the upstream worker (bounds host memory)
     work: Path = field(default_factory=Path)  # scratch folder inside the staging folder
+    msda: str | None = None  # MSDA_PATHS; None = by device
+
+    @property
+    def msda_path(self) -> str:
+        """The deformable-attention path this run takes (see :data:`MSDA_PATHS`)."""
+        return self.msda or ("compiled" if self.device == "cuda" else "pytorch")
 
     @property
     def kind(self) -> str:
@@ -246,6 +255,7 @@ def infer_videos(
     chunk: int = 1,
     keep_dumps=None,
     encoder: str = "pil",
+    msda: str | None = None,
 ) -> dict:
     """Run the published inference code of ``model`` on ``videos`` (names from the meta
     file ``meta``; ``None`` = all) and write the model folder ``out_dir`` for exactly
@@ -272,6 +282,13 @@ def infer_videos(
         raise KitError(f"unknown device {device!r}; use one of {DEVICES}")
     if chunk < 1:
         raise KitError("chunk must be >= 1 video")
+    if msda is not None and msda not in MSDA_PATHS:
+        raise KitError(f"unknown msda path {msda!r}; use one of {MSDA_PATHS}")
+    if msda == "compiled" and device == "cpu":
+        raise KitError(
+            "--msda compiled needs --device cuda (the compiled op has CUDA kernels only); "
+            "use --msda pytorch, or leave --msda out to choose by device"
+        )
     meta_path = Path(meta).resolve()
     full_meta, meta_videos = load_meta_file(meta_path)
     chosen = select_videos(full_meta, videos)
@@ -289,7 +306,7 @@ def infer_videos(
     req = Request(
         model=model, meta=Meta(tuple(chosen)), meta_videos=meta_videos, images=images,
         split=split, upstream=upstream, checkpoint=checkpoint, pretrained=pretrained,
-        device=device, png_run=png_run, chunk=chunk,
+        device=device, png_run=png_run, chunk=chunk, msda=msda,
     )  # fmt: skip
     if hasattr(driver, "check"):
         driver.check(req)

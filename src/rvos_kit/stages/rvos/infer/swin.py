@@ -31,7 +31,8 @@ from outside, in this process, before the call:
   for the first one; the worker still loads the checkpoint into it every call.
 - ``--device cpu``: ``torch.cuda.set_device`` becomes a no-op, and a module named
   ``MultiScaleDeformableAttention`` whose forward calls the upstream
-  ``ms_deform_attn_core_pytorch`` stands in for the compiled op (``msda_cpu.py``).
+  ``ms_deform_attn_core_pytorch`` stands in for the compiled op (``msda_cpu.py``); on a
+  GPU the same stand-in is used with ``--msda pytorch`` (``Request.msda_path``).
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ def check_roberta(req: Request) -> None:
         )
 
 
-def _install_msda(device: str, code_root: Path) -> None:
-    if device == "cpu":
+def _install_msda(path: str, code_root: Path) -> None:
+    if path == "pytorch":
         from . import msda_cpu
 
         msda_cpu.bind(code_root)
@@ -80,7 +81,7 @@ def _install_msda(device: str, code_root: Path) -> None:
         raise KitError(
             "the compiled MultiScaleDeformableAttention op is not installed in this Python "
             "environment (it is in the rvos Docker image: run through `rvos-kit run`); "
-            "--device cpu uses the pure-PyTorch reference instead"
+            "--msda pytorch (or --device cpu) uses the pure-PyTorch reference instead"
         ) from None
 
 
@@ -110,7 +111,7 @@ def upstream_code(req: Request, folder: str, trusted_files: tuple[Path, ...] = (
     guard_imports(req.upstream, code_root)  # manifest sources only, no bytecode
     if str(code_root) not in sys.path:
         sys.path.insert(0, str(code_root))
-    _install_msda(req.device, code_root)
+    _install_msda(req.msda_path, code_root)
     if not hasattr(torchvision.io, "read_video"):  # removed in torchvision 0.29; training only
         torchvision.io.read_video = _read_video_placeholder
 

@@ -57,6 +57,7 @@ DATASET_NAME = "rvos-refytb-val"  # the only name uninext_vid.py's rvos branch a
 DEFAULT_SEED = 42
 DEFAULT_WORKERS = 2
 PATHS_ENV = "RVOS_KIT_UNINEXT_PATHS"  # read by uninext_child
+MSDA_ENV = "RVOS_KIT_UNINEXT_MSDA"  # read by uninext_child: "pytorch" on a GPU (issue 22)
 DUMP_NAME = "vit_huge.pth"  # what evaluator.py L209 writes, for both backbones
 CHILD = "rvos_kit.stages.rvos.infer.uninext_child"  # runs train_net.py (its docstring: the shims)
 
@@ -176,12 +177,18 @@ def command_line(
     return argv
 
 
-def child_env(upstream: str | os.PathLike, paths: dict[str, str] | None = None) -> dict[str, str]:
+def child_env(
+    upstream: str | os.PathLike, paths: dict[str, str] | None = None, msda: str | None = None
+) -> dict[str, str]:
     """``UNINEXT/`` first on PYTHONPATH: ``uninext/__init__.py`` imports ``vot_tool`` from
     there (inference.md §1.1), and ``detectron2`` is imported from the published tree
     itself. ``paths`` (``{published path: path here}``, natively) goes to the child as
-    :data:`~rvos_kit.stages.rvos.infer.uninext_child.PATHS_ENV`."""
+    :data:`~rvos_kit.stages.rvos.infer.uninext_child.PATHS_ENV`; ``msda="pytorch"`` as
+    :data:`MSDA_ENV` (the pure-PyTorch deformable attention on a GPU too)."""
     env = dict(os.environ)
+    env.pop(MSDA_ENV, None)
+    if msda == "pytorch":
+        env[MSDA_ENV] = "pytorch"
     root = str(Path(upstream) / "UNINEXT")
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop(PATHS_ENV, None)
@@ -285,7 +292,7 @@ def run(req, videos, out) -> None:
     doc = conversion_json({v.name: req.meta_videos[v.name] for v in videos}, req.images)
     dataset, dump = work / "dataset", work / "model_pth" / DUMP_NAME
     paths = None if in_container else native_paths(out.out_dir, req.pretrained)
-    env = child_env(req.upstream, paths)
+    env = child_env(req.upstream, paths, req.msda_path if req.device != "cpu" else None)
     # bytecode only from (and to) the kit's own folder: a __pycache__ file in the checked
     # tree is never read (rvos_kit/stages/rvos/infer/upstream.py)
     env["PYTHONPYCACHEPREFIX"] = str((work / "pycache").resolve())

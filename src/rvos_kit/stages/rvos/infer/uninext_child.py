@@ -65,6 +65,7 @@ import types
 from pathlib import Path
 
 PATHS_ENV = "RVOS_KIT_UNINEXT_PATHS"
+MSDA_ENV = "RVOS_KIT_UNINEXT_MSDA"  # "pytorch": the stand-in on a GPU too (issue 22)
 MSDA_FUNCTIONS = (
     "projects/UNINEXT/uninext/models/deformable_detr/ops/functions/ms_deform_attn_func.py"
 )
@@ -211,11 +212,16 @@ def map_paths(table: dict[str, str]) -> None:
 
 
 # --------------------------------------------------------------------------- cpu
-def cpu(uninext_root: Path) -> None:
+def pytorch_msda(uninext_root: Path) -> None:
+    """The pure-PyTorch deformable attention in place of the compiled op."""
     from . import msda_cpu
 
     msda_cpu.bind(uninext_root, MSDA_FUNCTIONS)
     sys.modules["MultiScaleDeformableAttention"] = msda_cpu
+
+
+def cpu(uninext_root: Path) -> None:
+    pytorch_msda(uninext_root)
     vid = importlib.import_module("detectron2.projects.uninext.uninext_vid")
     cls = _need(vid, "UNINEXT_VID")
     real = _need(cls, "forward_text")
@@ -238,6 +244,8 @@ def prepare(script: Path, args: list[str], paths: dict[str, str] | None) -> None
     # (no zip(strict=...): the uninext image runs Python 3.9)
     if any(args[i : i + 2] == ["MODEL.DEVICE", "cpu"] for i in range(len(args) - 1)):
         cpu(root)
+    elif os.environ.get(MSDA_ENV) == "pytorch":
+        pytorch_msda(root)
     if paths:
         map_paths(paths)
 
