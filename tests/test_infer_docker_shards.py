@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import stat
 import sys
 import types
@@ -272,3 +273,14 @@ def test_a_shard_missing_a_video_is_refused_at_the_merge(clip, project, capsys):
     assert tree_bytes(project.root / OUT) == clip.ref
     (rerun,) = _runs(project)[before:]
     assert json.loads(_value(rerun, "--videos-json")) == ["vid002", "vid003"]
+
+
+def test_dry_run_prints_the_stage_line_and_says_it_is_sharded(clip, project, capsys):
+    rc = main(["run", "--dry-run", "--stage", "rvos_soc", "--", *_infer(clip, "data"),
+               "--out", OUT])  # fmt: skip
+    assert rc == 0
+    out, err = capsys.readouterr()
+    argv = shlex.split(out)
+    assert argv[:2] == ["docker", "run"] and "--videos-json" not in argv
+    assert "a real run shards this stage on Ray" in err
+    assert _calls(project) == [] and not (project.root / "outputs").exists()

@@ -31,6 +31,13 @@ one first); and the paths the published code hard-codes are mounted where it loo
 (``CONTAINER_PATHS`` in ``rvos_kit/stages/rvos/infer/uninext.py``;
 :mod:`rvos_kit.stages.rvos.infer.mounts`).
 
+An ``infer`` over every video of meta (no ``--videos``, ``--videos-json`` or ``--shard``:
+what the ``rvos_<model>`` stages run) is not one container: this process drives it as
+shards on Ray (``scale.*`` of the same params file, docs/scale.md), each shard the command
+above for its own videos (``--videos-json``, ``--out`` its attempt folder) on the one GPU
+Ray assigned it (``--gpus device=N``), and merges them, checked against meta
+(:mod:`rvos_kit.stages.rvos.infer.sharded`). ``--dry-run`` prints the one-container line.
+
 Every folder is mounted at its own (resolved) path, so the verb's arguments mean the same
 inside and outside the container and symlinked data or checkpoint folders keep working.
 The user's uid:gid is kept, so outputs belong to the user. ``--pull never``: the image is
