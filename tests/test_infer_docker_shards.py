@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import stat
 import sys
 import types
@@ -28,7 +29,9 @@ from test_infer import fake_driver
 
 from rvos_kit.cli import main
 from rvos_kit.compute.scale import PRELOAD_ENV
+from rvos_kit.errors import KitError
 from rvos_kit.stages.rvos.infer import core
+from rvos_kit.stages.rvos.infer.sharded import infer_settings, shard_mounts
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 TESTS = Path(__file__).resolve().parent
@@ -284,3 +287,44 @@ def test_dry_run_prints_the_stage_line_and_says_it_is_sharded(clip, project, cap
     assert argv[:2] == ["docker", "run"] and "--videos-json" not in argv
     assert "a real run shards this stage on Ray" in err
     assert _calls(project) == [] and not (project.root / "outputs").exists()
+
+
+def test_needs_of_a_model_overlay_needs_infer(tmp_path, monkeypatch):
+    """scale.needs.<model> (one of the five names) overrides needs.infer for that model's
+    stage only; --gpus-per-shard / --cpus-per-shard still win."""
+    (tmp_path / "params.yaml").write_text(
+        "scale: {needs: {infer: {gpus: 0.5, cpus: 2}, vit_huge: {gpus: 1}}}\n"
+    )
+    args = types.SimpleNamespace(dag_params=str(tmp_path / "params.yaml"))
+    for model, want in (("vit_huge", (1, 2)), ("soc", (0.5, 2))):
+        n = infer_settings(args, model).needs_of("infer")
+        assert (n.gpus, n.cpus) == want, model
+    args.scale_gpus, args.scale_cpus = 2.0, 8.0
+    n = infer_settings(args, "vit_huge").needs_of("infer")
+    assert (n.gpus, n.cpus) == (2.0, 8.0)
+
+
+def test_a_uninext_shard_gets_its_own_work_folders(tmp_path):
+    """Docker mode: the folders UNINEXT's published code writes at fixed paths are made
+    per shard, as the user, inside the stage's shards folder, before `docker run`."""
+    attempt = tmp_path / "outputs/rvos/.vit_huge.shards/.k.attempt-1"
+    (tmp_path / "pre" / "bert-base-uncased").mkdir(parents=True)
+    args = ["--model", "vit_huge", "--pretrained", str(tmp_path / "pre"), "--videos-json",
+            '["a"]', "--out", str(attempt)]  # fmt: skip
+    mounts = {target: (host, mode) for host, target, mode in shard_mounts(args)}
+    work = attempt.parent / "..k.attempt-1.uninext-work"
+    assert mounts["/mnt/data_16TB/lzy23/test/model_pth"] == (str(work / "model_pth"), "rw")
+    assert (work / "model_pth").is_dir() and (work / "dataset").is_dir()
+    shutil.rmtree(tmp_path / "pre")
+    # a read-only folder the published code needs, missing: refused, not made by Docker
+    with pytest.raises(KitError, match="bert-base-uncased: not found"):
+        shard_mounts(args)
+
+
+def test_a_missing_uninext_input_is_refused_before_ray(clip, project, capsys):
+    args = [a.replace("soc", "vit_huge") for a in _infer(clip, "data")]
+    rc = main(["run", "--stage", "rvos_vit_huge", "--", *args, "--out", "outputs/rvos/v"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("rvos-kit run: error: ") and "bert-base-uncased: not found" in err[-1]
+    assert _calls(project) == [] and not list((project.root / "outputs").rglob("*.shards"))

@@ -73,14 +73,18 @@ def shard_mounts(args: list[str]) -> list[tuple[str, str, str]]:
     model, out = option_value(args, "--model"), option_value(args, "--out")
     if model and out:
         prepare_container(model, out)
-    return mounts_for_args(args)
+    mounts = mounts_for_args(args)
+    for host, target, _ in mounts:
+        if not Path(host).exists():  # Docker would make it, empty and root's
+            raise KitError(f"{host}: not found (mounted at {target} for the published code)")
+    return mounts
 
 
 def infer_settings(args, model: str) -> scale.ScaleSettings:
     """``scale`` for an infer stage: ``needs.infer`` overlaid by ``needs.<model>`` from
     params.yaml, then ``--gpus-per-shard`` / ``--cpus-per-shard``."""
-    settings = scale.settings_from_args(args, "infer")
-    row = settings.needs.get(model)
+    settings = scale.settings_from_args(args, "infer")  # the file's scale:, checked
+    row = _given_needs(scale.stage_params(args), model)
     if row:
         merged = {**settings.needs["infer"], **row}
         for key, attr in (("gpus", "scale_gpus"), ("cpus", "scale_cpus")):
@@ -88,6 +92,19 @@ def infer_settings(args, model: str) -> scale.ScaleSettings:
                 merged[key] = getattr(args, attr)
         settings = replace(settings, needs={**settings.needs, "infer": merged})
     return settings
+
+
+def _given_needs(params, model: str) -> dict:
+    """``scale.needs.<model>`` as the params file gives it (no defaults filled in)."""
+    if not params:
+        return {}
+    from ....trees.yamlfiles import read_yaml
+
+    p = read_yaml(Path(params))
+    s = p.get("scale") if isinstance(p, dict) else None
+    needs = s.get("needs") if isinstance(s, dict) else None
+    row = needs.get(model) if isinstance(needs, dict) else None
+    return dict(row) if isinstance(row, dict) else {}
 
 
 def shard_complete(shard_dir: Path, videos: list[str]) -> bool:
@@ -137,6 +154,11 @@ def _run(args, runner, stage) -> int:
         key = image_key(runner, "infer", base[1:], stage or f"rvos_{args.model}")
         if key is not None:
             image = runner.images[key]
+            # what the published code reads at fixed paths, outside the shards' work folders
+            shards = Path(args.out).resolve().parent / f".{Path(args.out).name}.shards"
+            for host, target, _ in mounts_for_args([*base[1:], "--out", str(shards / ".x")]):
+                if shards not in Path(host).parents and not Path(host).exists():
+                    raise KitError(f"{host}: not found (mounted at {target} in {image})")
             docker = check_docker(image)
             (runner.base / runner.outputs).mkdir(parents=True, exist_ok=True)
     record["image"] = image  # another image (stack) makes other shards
