@@ -472,7 +472,15 @@ def test_infer_refuses_missing_inputs_before_docker(project, monkeypatch, capsys
     fake.write_text("#!/bin/sh\necho 27.0\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    # the whole stage (shards on Ray, each in the image): refused before Ray or Docker
     rc = main(["run", "--stage", "infer_vit_huge", "--", "infer", *INFER_ARGS])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("meta_expressions.json: meta_expressions file not found"), err
+    assert [p for p in (project / "outputs").rglob("*") if not p.is_dir()] == []
+    assert not (project / "outputs/rvos/.vit_huge.uninext-work").exists()
+    # one container for some videos: the same refusal, before `docker run`
+    rc = main(["run", "--stage", "infer_vit_huge", "--", "infer", *INFER_ARGS, "--videos", "a"])
     assert rc == 2
     assert "meta_expressions.json not found" in capsys.readouterr().err
     # the work folders the mounts need were made by the user, not by Docker as root

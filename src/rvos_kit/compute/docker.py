@@ -212,10 +212,13 @@ def infer_inputs(args: list[str], cwd: Path) -> list[Path]:
 
 
 def one_gpu(gpus: str | None, visible: str | None = None) -> str | None:
-    """The one GPU an ``infer`` process gets: the single id in CUDA_VISIBLE_DEVICES when a
-    scheduler (Ray) set one, else the first of ``runner.gpus`` (device 0 for all / N)."""
+    """The one GPU an ``infer`` process gets: the first of ``device=IDS`` (the GPU(s) Ray
+    assigned a shard, compute/scale), the single id in CUDA_VISIBLE_DEVICES when a
+    scheduler set one, else the first of ``runner.gpus`` (device 0 for all / N)."""
     if gpus is None:
         return None
+    if gpus.startswith("device="):  # named by a scheduler: the GPU(s) Ray gave a shard
+        return "device=" + gpus[len("device=") :].split(",")[0].strip()
     if visible and visible.strip().isdigit():
         return f"device={visible.strip()}"
     first = gpus.split(",")[0].strip()

@@ -31,6 +31,13 @@ one first); and the paths the published code hard-codes are mounted where it loo
 (``CONTAINER_PATHS`` in ``rvos_kit/stages/rvos/infer/uninext.py``;
 :mod:`rvos_kit.stages.rvos.infer.mounts`).
 
+An ``infer`` over every video of meta (no ``--videos``, ``--videos-json`` or ``--shard``:
+what the ``rvos_<model>`` stages run) is not one container: this process drives it as
+shards on Ray (``scale.*`` of the same params file, docs/scale.md), each shard the command
+above for its own videos (``--videos-json``, ``--out`` its attempt folder) on the one GPU
+Ray assigned it (``--gpus device=N``), and merges them, checked against meta
+(:mod:`rvos_kit.stages.rvos.infer.sharded`). ``--dry-run`` prints the one-container line.
+
 Every folder is mounted at its own (resolved) path, so the verb's arguments mean the same
 inside and outside the container and symlinked data or checkpoint folders keep working.
 The user's uid:gid is kept, so outputs belong to the user. ``--pull never``: the image is
@@ -102,6 +109,54 @@ def prepare_infer(args: list[str], cwd: Path) -> None:
         raise KitError(f"infer: {missing[0]} not found (`rvos-kit preflight` lists all)")
 
 
+SHARDS_NOTE = (
+    "(a real run shards this stage on Ray: each shard runs this command with "
+    "--videos-json [its videos] --out <its attempt folder> and --gpus device=<the GPU "
+    "Ray assigned it>; docs/scale.md)"
+)
+
+
+class _Unparsed(Exception):
+    pass
+
+
+class _QuietParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _Unparsed(message)
+
+
+def infer_stage(verb: str, vargs: list[str]):
+    """``infer`` over every video of meta, parsed, when this process can shard it on Ray
+    (:func:`rvos_kit.stages.rvos.infer.sharded.whole_stage_args`); else None."""
+    if verb != "infer" or "-h" in vargs or "--help" in vargs:
+        return None
+    from ..stages.rvos.infer import register
+    from ..stages.rvos.infer.sharded import whole_stage_args
+
+    parser = _QuietParser(prog="rvos-kit")
+    register(parser.add_subparsers())
+    try:
+        return whole_stage_args(parser, ["infer", *vargs])
+    except _Unparsed:  # the verb reports its usage error itself, in the image
+        return None
+
+
+def run_infer_shards(whole, settings, image: str, args) -> int:
+    """Docker mode, ``infer`` over every video: this process drives the shards on Ray
+    (``scale:`` of the same params file), each a ``docker run`` of the image on the GPU
+    Ray gave it, and merges them (:mod:`rvos_kit.stages.rvos.infer.sharded`)."""
+    from ..stages.rvos.infer.sharded import run_sharded_infer
+
+    params = args.params or ("params.yaml" if Path("params.yaml").is_file() else None)
+    whole.dag_params = params
+    print(
+        f"rvos-kit run: infer --model {whole.model} as shards on Ray, each in image {image}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return run_sharded_infer(whole, runner=settings, stage=args.stage)
+
+
 def execute(argv: list[str]) -> int:
     """Run ``argv`` and return its exit status (128 + N when killed by signal N)."""
     proc = subprocess.Popen(argv)
@@ -127,11 +182,15 @@ def run(args) -> int:
     mode = args.runner or settings.mode
     key = image_key(settings, verb, vargs, args.stage)
     inside = os.environ.get(IN_CONTAINER_ENV) == "1"
+    whole = None  # docker mode: infer over every video, sharded on Ray
     if mode == "native" or key is None or inside:
         argv = native_argv(verb, vargs)
         where = "native"
     else:
         image = settings.images[key]
+        whole = infer_stage(verb, vargs)
+        if whole is not None and not args.dry_run:  # each shard in the image (docs/scale.md)
+            return run_infer_shards(whole, settings, image, args)
         if not args.dry_run:
             docker = check_docker(image)
         else:
@@ -159,6 +218,8 @@ def run(args) -> int:
     line = shlex.join(argv)
     if args.dry_run:
         print(line)
+        if whole is not None:
+            print(SHARDS_NOTE, file=sys.stderr)
         return 0
     print(f"rvos-kit run ({where}): {line}", file=sys.stderr, flush=True)
     try:

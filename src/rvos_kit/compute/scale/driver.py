@@ -79,6 +79,7 @@ def _submit(
             "image": stage.image,
             "runner": stage.runner,
             "mounts": stage.mounts,
+            "docker": stage.docker,
         }
         ref = remote.options(
             num_cpus=needs.cpus,
@@ -116,6 +117,9 @@ def _run_locked(stage, settings, progress, env, out: Path, t0: float) -> ScaleRe
         _prepare_shards_dir(shards_dir, {s.key for s in shards})
         done = [s for s in shards if stage.complete(shards_dir / s.key, s.videos)]
         todo = [s for s in shards if s not in done]
+        for s in todo:  # committed, but no longer whole: run again from scratch
+            if (shards_dir / s.key).is_dir():
+                shutil.rmtree(shards_dir / s.key)
         n = len(shards)
         if progress:
             print(

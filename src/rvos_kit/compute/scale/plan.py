@@ -76,6 +76,9 @@ class ShardedStage:
     # docker mode: shard args -> extra (host, container path, mode) mounts (infer: the
     # paths the published code hard-codes, rvos_kit.stages.rvos.infer.mounts)
     mounts: Callable[[list[str]], list[tuple[str, str, str]]] | None = None
+    # docker mode: the docker client the driver checked (absolute path); a node without
+    # it at that path uses `docker` from its own PATH
+    docker: str | None = None
 
 
 @dataclass

@@ -6,8 +6,9 @@ child exits 0.
 Each attempt writes into its own ``.<key>.attempt-N`` folder (log beside it) under the
 stage's shards folder; the rename to ``<key>`` is the commit, so a shard is committed
 whole or not at all. A child killed by a signal raises :class:`ShardCrashed` (retried by
-Ray like a dead worker); a child that exits with an error raises :class:`ShardFailed`
-(not retried).
+Ray like a dead worker), and so does, in docker mode, a ``docker run`` that exits 128+N
+(Docker's report of a container whose process signal N killed: the OOM killer's SIGKILL
+is 137); a child that exits with an error raises :class:`ShardFailed` (not retried).
 
 Ray pickles :func:`shard_task` by reference: this module must stay importable in the
 workers (it is, as ``rvos_kit.compute.scale.task``)."""
@@ -78,6 +79,8 @@ def shard_command(
 
     settings = spec["runner"]
     settings = replace(settings, gpus="device=" + ",".join(gpu_ids) if gpu_ids else None)
+    docker = spec.get("docker")  # the client the driver checked, if this node has it there
+    docker = docker if docker and os.access(docker, os.X_OK) else "docker"
     argv = plan_docker(
         settings,
         spec["image"],
@@ -88,6 +91,7 @@ def shard_command(
         gid=os.getgid(),
         kit_src=kit_source_dir(),
         extra_mounts=spec["mounts"](verb_args[1:]) if spec.get("mounts") else (),
+        docker=docker,
     )
     return [*argv[:2], "--name", container_name(spec["key"], attempt), *argv[2:]], env
 
@@ -144,6 +148,11 @@ def shard_task(spec: dict):
                 proc.wait()
     if rc < 0:
         raise ShardCrashed(f"the child was killed by signal {-rc}:\n{log_tail(log)}")
+    if spec.get("image") and 128 < rc <= 128 + 64:  # how `docker run` reports a signal
+        raise ShardCrashed(
+            f"the container's process was killed by signal {rc - 128} (docker run exited "
+            f"{rc}):\n{log_tail(log)}"
+        )
     if rc != 0:
         raise ShardFailed(f"the child exited with status {rc}:\n{log_tail(log)}")
     if not work.is_dir():

@@ -72,9 +72,9 @@ def _videos(args) -> list[str] | None:
 
 def run_infer(args) -> int:
     """One shard (``--videos``, ``--shard``), or a whole stage where there is no Ray (in an
-    image, where ``rvos-kit run`` starts it), in this process; else the whole stage as
-    shards on Ray (:func:`_run_sharded`). Either way the output's lock is held from the
-    start to the commit: a second run on the same ``--out`` fails at once."""
+    image or the upstream environment), in this process; else the whole stage as shards
+    on Ray (:mod:`.sharded`). Either way the output's lock is held from the start to the
+    commit: a second run on the same ``--out`` fails at once."""
     from ....trees.staging import held_output
 
     with held_output(args.out):
@@ -93,10 +93,13 @@ def _run_infer(args) -> int:
     # an image, or the upstream code's own environment, has no Ray: in process there
     here = os.environ.get(IN_CONTAINER_ENV) == "1" or importlib.util.find_spec("ray") is None
     if videos is None and args.shard is None and not here:  # the whole stage: on Ray
-        return _run_sharded(args)
-    from ....compute.scale import child_setup
+        from .sharded import run_sharded_infer
+
+        return run_sharded_infer(args)
+    from ....compute.scale import child_setup, video_done
 
     child_setup()  # a no-op unless this process is a shard started by rvos_kit.compute.scale
+    progress = video_done if videos is not None else None  # a shard's: what the task reads
     if args.shard is not None:
         meta, _ = load_meta_file(args.meta)
         videos = [v.name for v in select_videos(meta, videos, args.shard)]
@@ -109,71 +112,13 @@ def _run_infer(args) -> int:
         upstream=args.upstream, checkpoint=args.checkpoint, pretrained=args.pretrained,
         out_dir=args.out, device=args.device, png_run=args.png_run, chunk=args.chunk_videos,
         keep_dumps=args.keep_dumps, msda=args.msda,
+        on_video=progress,
     )  # fmt: skip
     extra = f" and {PNG_RUN_TREE}/" if args.png_run else ""
     print(
         f"infer {args.model}: {r['masks']} masks of {r['videos']} videos -> "
         f"{args.out}/Annotations/, scores.json{extra}"
     )
-    return 0
-
-
-def _run_sharded(args) -> int:
-    """Every video of meta, as shards on Ray (:mod:`rvos_kit.compute.scale`); each shard is this
-    verb with ``--videos``, the shards are joined by :func:`merge_shards`."""
-    import hashlib
-    import os
-    from pathlib import Path
-
-    from ....compute import scale
-    from ....compute.docker import IN_CONTAINER_ENV, check_docker, image_key, load_settings
-    from ....errors import KitError
-    from .core import _check_frames, _check_out, load_meta_file
-    from .mounts import mounts_for_args
-
-    if args.chunk_videos < 1:
-        raise KitError("--chunk-videos must be >= 1")
-    params = scale.stage_params(args)
-    settings = scale.settings_from_args(args, "infer")
-    meta, _ = load_meta_file(args.meta)
-    _check_frames(Path(args.images), list(meta))
-    _check_out(Path(args.out))
-    for what, path in (("--checkpoint", args.checkpoint), ("--pretrained", args.pretrained)):
-        if not Path(path).exists():
-            raise KitError(f"{path}: {what} not found")
-    base = ["infer", "--model", args.model, "--meta", args.meta, "--images", args.images,
-            "--split", args.split, "--upstream", args.upstream, "--checkpoint", args.checkpoint,
-            "--pretrained", args.pretrained, "--device", args.device,
-            "--chunk-videos", str(args.chunk_videos)]  # fmt: skip
-    base += ["--png-run"] * bool(args.png_run)
-    base += ["--msda", args.msda] if args.msda else []
-    record = {
-        "verb": base,
-        "cwd": os.getcwd(),
-        "meta": hashlib.sha256(Path(args.meta).read_bytes()).hexdigest(),
-    }
-    image = runner = None
-    rs = load_settings(params) if params else None
-    if rs is not None and rs.mode == "docker" and os.environ.get(IN_CONTAINER_ENV) != "1":
-        key = image_key(rs, "infer", base[1:], f"rvos_{args.model}")
-        if key is not None:
-            image, runner = rs.images[key], rs
-            check_docker(image)
-    stage = scale.ShardedStage(
-        name=f"infer {args.model} -> {Path(args.out).name}",
-        kind="infer",
-        out=Path(args.out),
-        weights=[(v.name, len(v.frames) * len(v.exp_ids)) for v in meta],
-        record=record,
-        argv=lambda vids: list(base),
-        merge=lambda dirs, out: merge_shards(dirs, args.meta, out),
-        complete=lambda d, vids: (d / "scores.json").is_file(),
-        image=image,
-        runner=runner,
-        mounts=mounts_for_args,
-    )
-    r = scale.run_sharded(stage, settings)
-    print(f"infer {args.model}: {r.describe()} -> {args.out}")
     return 0
 
 

@@ -146,7 +146,7 @@ class ModelWriter:
     chunk at a time (:meth:`add_dump`), plus named extra trees (:meth:`tree`)."""
 
     def __init__(self, out_dir, videos: list[Video], kind: str, encoder: str = "pil",
-                 keep_dumps=None):  # fmt: skip
+                 keep_dumps=None, on_video=None):  # fmt: skip
         self.out_dir = Path(out_dir)
         self.videos = videos
         self.kind = kind
@@ -157,6 +157,7 @@ class ModelWriter:
         self.trees: list[str] = []
         self.n_masks = 0
         self._byname = {v.name: v for v in videos}
+        self.on_video = on_video  # called with each video's name once its dump is written
 
     def __enter__(self) -> ModelWriter:
         _check_out(self.out_dir)
@@ -198,6 +199,8 @@ class ModelWriter:
             shutil.move(str(path), self.keep_dumps / path.name)
         else:
             path.unlink()
+        for n in names if self.on_video else ():
+            self.on_video(n)
         return names
 
     def tree(self, name: str) -> Path:
@@ -256,6 +259,7 @@ def infer_videos(
     keep_dumps=None,
     encoder: str = "pil",
     msda: str | None = None,
+    on_video=None,
 ) -> dict:
     """Run the published inference code of ``model`` on ``videos`` (names from the meta
     file ``meta``; ``None`` = all) and write the model folder ``out_dir`` for exactly
@@ -269,6 +273,7 @@ def infer_videos(
     - Output depends only on the videos, not on how they are grouped: folders written
       for disjoint subsets and joined with :func:`merge_shards` are byte-identical to
       one run over their union (the scale helper calls this per shard).
+    - ``on_video(name)`` is called as each video's masks are written (a shard's progress).
 
     Returns ``{"videos", "masks", "verified"}``.
     """
@@ -310,7 +315,7 @@ def infer_videos(
     )  # fmt: skip
     if hasattr(driver, "check"):
         driver.check(req)
-    with ModelWriter(out_dir, chosen, req.kind, encoder, keep_dumps) as w:
+    with ModelWriter(out_dir, chosen, req.kind, encoder, keep_dumps, on_video) as w:
         req.work = w.work
         if png_run:
             w.tree(PNG_RUN_TREE)  # present (maybe empty) in every shard
