@@ -13,6 +13,7 @@ session's (conftest.ray_cluster: 2 CPUs, 2 logical GPUs)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -128,7 +129,7 @@ def clip(tmp_path_factory, upstream):
     ns = types.SimpleNamespace(root=root, videos=list(meta["videos"]), upstream=upstream)
     saved = dict(core.MODELS)
     sys.modules["rvos_kit.stages.rvos.infer._fake"] = fake_driver("logits")
-    core.MODELS["soc"] = ("_fake", "logits")
+    core.MODELS["soc"] = dataclasses.replace(core.MODELS["soc"], driver="_fake")
     try:  # one run over every video, in this process
         assert main([*_infer(ns, str(root)), "--shard", "1/1", "--out", str(root / "one")]) == 0
     finally:
@@ -155,7 +156,7 @@ def project(clip, tmp_path, monkeypatch):
     root.mkdir()
     (root / "data").symlink_to(clip.root)
     (root / "params.yaml").write_text(
-        "paths: {outputs: outputs}\n"
+        "data: {meta: data/meta.json}\npaths: {outputs: outputs}\nmodels: {}\n"
         "runner: {mode: docker}\n"
         "scale: {shards: 2, max_retries: 1, needs: {infer: {gpus: 1, cpus: 1}}}\n"
     )
@@ -293,6 +294,7 @@ def test_needs_of_a_model_overlay_needs_infer(tmp_path, monkeypatch):
     """scale.needs.<model> (one of the five names) overrides needs.infer for that model's
     stage only; --gpus-per-shard / --cpus-per-shard still win."""
     (tmp_path / "params.yaml").write_text(
+        "data: {meta: meta.json}\npaths: {outputs: outputs}\nmodels: {}\n"
         "scale: {needs: {infer: {gpus: 0.5, cpus: 2}, vit_huge: {gpus: 1}}}\n"
     )
     args = types.SimpleNamespace(dag_params=str(tmp_path / "params.yaml"))

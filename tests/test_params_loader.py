@@ -130,8 +130,9 @@ def test_aot_without_model_gets_the_backend_default_not_a_keyerror(tmp_path):
     p = params(tmp_path, "  aot:\n    backend: flow\n", "  aot:\n    backend: aot\n")
     r = kit("dag", "--params", p, "--out", tmp_path / "dvc.yaml", cwd=tmp_path)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
-    cmds = (tmp_path / "dvc.yaml").read_text()
-    assert re.search(r"propagate_aot_soc:\n\s+cmd: .*--backend aot --model swinl_aotl ", cmds)
+    r = kit("dag", "--params", p, "--explain", "propagate_aot_soc", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"--backend aot --model swinl_aotl ", r.stdout), r.stdout
 
 
 # ------------------------------------------------------------ case 18: NaN and inf

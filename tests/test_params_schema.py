@@ -62,8 +62,9 @@ CASES = [
     (_set("submission.node", "en3"), ["submission.node", "'en3'", "final"]),
     # issue 22: the stack and the deformable-attention path
     (_set("runner", {"stack": "latest"}), ["runner.stack", "'published' or 'modern'", "latest"]),
-    (_set("runner", {"stack": "modern", "images": {"rvos": "rvos-kit/rvos:0.1.0"}}),
-     ["runner.stack: modern", "runner.images.modern", "not defined (rvos)"]),
+    (_set("runner", {"stack": "modern", "images": {"rvos": "rvos-kit/rvos:0.1.0",
+                                                   "uninext": "rvos-kit/uninext:0.1.0"}}),
+     ["runner.stack: modern", "runner.images.modern", "not defined (rvos, uninext)"]),
     (_set("infer", {"upstream": "up", "msda": "cuda"}),
      ["infer.msda", "'compiled' or 'pytorch'", "cuda"]),
 ]  # fmt: skip

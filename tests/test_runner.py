@@ -538,15 +538,15 @@ def test_modern_stack_runs_every_gpu_stage_in_the_modern_image(project, monkeypa
 
 def test_stack_errors_name_the_key(tmp_path):
     p = tmp_path / "params.yaml"
-    p.write_text("runner: {stack: newest}\n")
-    with pytest.raises(KitError, match=r"runner.stack 'newest' is not one of published, modern"):
+    p.write_text(MINIMAL + "runner: {stack: newest}\n")
+    with pytest.raises(KitError, match=r"runner.stack: Input should be 'published' or 'modern'"):
         load_settings(p)
-    p.write_text('runner: {stack: modern, images: {rvos: "rvos-kit/rvos:0.1.0"}, stages: {}}\n')
-    with pytest.raises(
-        KitError, match=r"runner.images does not define; add modern: rvos-kit/modern:"
-    ):
+    p.write_text(
+        MINIMAL + 'runner: {stack: modern, images: {rvos: "rvos-kit/rvos:0.1.0"}, stages: {}}\n'
+    )
+    with pytest.raises(KitError, match=r"runner.images.modern, which is not defined \(rvos\)"):
         load_settings(p)
-    p.write_text("runner: {stack: modern}\n")  # the default images include modern
+    p.write_text(MINIMAL + "runner: {stack: modern}\n")  # the default images include modern
     s = load_settings(p)
     assert s.images["modern"] == f"rvos-kit/modern:{__version__}"
     assert image_key(s, "infer", [], "rvos_convnext") == "modern"
