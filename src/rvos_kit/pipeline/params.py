@@ -165,7 +165,9 @@ class PropagationSection(Section):
     engine: Literal["published_aot_fork", "aot_benchmark"] | None = None
     # encoder features shared between a video's expressions (exact; docs/propagation.md)
     share_encoder: bool = True
-    encoder_cache_mb: float = Field(4096.0, ge=0, allow_inf_nan=False)
+    # caps in MiB on the measured budgets of its tiers (None: measured only)
+    encoder_cache_mb: float | None = Field(None, ge=0, allow_inf_nan=False)
+    host_cache_mb: float | None = Field(None, ge=0, allow_inf_nan=False)
 
     @field_validator("scales")
     @classmethod

@@ -57,6 +57,9 @@ def add(b: Builder, prop: str, node: str) -> None:
         args += ["--engine", c.get("engine") or "published_aot_fork"]
         if not c.get("share_encoder", True):
             args += ["--no-share-encoder"]
+        for key in ("encoder_cache_mb", "host_cache_mb"):  # given: caps on the measured
+            if c.get(key) is not None:
+                args += ["--" + key.replace("_", "-"), c[key]]
         # runner.mode docker: the verb runs here and starts each shard's container
     b.stages[f"propagate_{prop}_{node}"] = {
         "cmd": q(args),
