@@ -440,3 +440,29 @@ def test_cli_reports_the_encoder_tiers(tmp_path, capsys):
     assert main(argv) == 0
     # CPU: no host tier, no device room -> every later use recomputed
     assert "encoder: 96 calls, 0 device hits, 0 host hits, 66 recomputes" in capsys.readouterr().out
+
+
+def test_dag_passes_the_tier_caps_only_when_set(tmp_path):
+    """params.yaml's caps reach the propagate command; unset (the default) they add
+    nothing, so the generated dvc.yaml files do not change."""
+    import shlex
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from rvos_kit.pipeline.dag import render
+
+    repo = Path(__file__).resolve().parents[1]
+    p = yaml.safe_load((repo / "params.yaml").read_text())
+    shutil.copy(repo / "checkpoints.lock", tmp_path / "checkpoints.lock")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    plain = yaml.safe_load(render(tmp_path / "params.yaml"))["stages"]
+    p["propagation"]["aot"].update(encoder_cache_mb=512, host_cache_mb=0)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    capped = yaml.safe_load(render(tmp_path / "params.yaml"))["stages"]
+    words = shlex.split(capped["propagate_aot_soc"]["cmd"])
+    assert words[-4:] == ["--encoder-cache-mb", "512", "--host-cache-mb", "0"]
+    assert shlex.split(plain["propagate_aot_soc"]["cmd"]) == words[:-4]
+    assert not any("cache-mb" in s["cmd"] for s in plain.values())
+    assert capped["propagate_deaot_vit_huge"] == plain["propagate_deaot_vit_huge"]

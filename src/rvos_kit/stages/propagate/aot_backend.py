@@ -79,9 +79,9 @@ Shared encoder (``share_encoder``, default on; ``--no-share-encoder`` turns it o
     margin) and capped by ``encoder_cache_mb`` / ``host_cache_mb`` when given.
     ``encoder_stats()`` counts the encoder runs and the hits per tier. A frame whose views
     are all held already is not prepared again either (no resizing of its six views). The
-    flip pair of a scale is NOT encoded as one batch of two: bit-identical on the CPU
-    (``bench/flip_pair.py``) but not checked on a GPU, where the kernels are chosen by
-    shape (docs/propagation.md).
+    flip pair of a scale is NOT encoded as one batch of two: on the CPU that is bit-identical
+    on one thread but not on two (``bench/flip_pair.py``), and unchecked on a GPU
+    (docs/propagation.md).
 
 Precision
     * On CUDA the whole propagation runs under ``torch.autocast`` float16, as
