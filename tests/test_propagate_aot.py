@@ -306,7 +306,13 @@ def test_cuda_mixed_precision_matches_the_contract(tmp_path):
 
 # --------------------------------------------------------------- shared encoder
 @pytest.mark.parametrize("name,model", [("aot", "aott"), ("deaot", "deaott")])
-def test_shared_encoder_is_exact_and_encodes_each_frame_view_once(tmp_path, name, model):
+def test_shared_encoder_is_exact_and_encodes_each_frame_view_once(
+    tmp_path, monkeypatch, name, model
+):
+    from rvos_kit.stages.propagate import features as feats
+
+    # the CPU's budget is the available RAM less a margin: make it ample whatever the machine
+    monkeypatch.setattr(feats, "ram", lambda: (64 * feats.GIB, 128 * feats.GIB))
     videos = {
         "v1": {"size": (36, 52), "frames": 5,
                "exps": {"0": (2, "true"), "1": (0, "true"), "2": (4, "true"), "3": (1, "empty")}},
@@ -329,3 +335,134 @@ def test_shared_encoder_is_exact_and_encodes_each_frame_view_once(tmp_path, name
     assert plain[1] == no_room[1] == sum(per_exp) * views
     with pytest.raises(KitError, match="encoder-cache-mb"):
         make_backend(name, model=model, random_seed=0, encoder_cache_mb=float("nan"))
+
+
+# ------------------------------------------------- shared encoder: the feature tiers
+features = pytest.importorskip("rvos_kit.stages.propagate.features")
+ONE_VIDEO = {"v1": {"size": (36, 52), "frames": 5,
+                    "exps": {"0": (2, "true"), "1": (0, "true"), "2": (4, "true"),
+                             "3": (1, "empty")}}}  # fmt: skip
+
+
+@pytest.mark.parametrize("name,model", [("aot", "aott"), ("deaot", "deaott")])
+def test_feature_tiers_device_host_recompute_are_exact_and_counted(
+    tmp_path, monkeypatch, name, model
+):
+    """Device tier for 2 frames, the host tier's code path (forced on the CPU) for 2 more,
+    the last frame recomputed: the masks stay byte-identical to sharing off, and every use
+    of a (frame, view) is counted in exactly one place."""
+    monkeypatch.setattr(features, "ram", lambda: (64 * features.GIB, 128 * features.GIB))
+    make_dataset(tmp_path, ONE_VIDEO)
+    plain = make_backend(name, model=model, random_seed=0, device="cpu", share_encoder=False)
+    _run(tmp_path, tmp_path / "plain", plain)
+    assert plain.encoder_stats() == {"encoder_calls": 96, "device_hits": 0, "host_hits": 0,
+                                     "recomputes": 0}  # fmt: skip
+    full = make_backend(name, model=model, random_seed=0, device="cpu")
+    _run(tmp_path, tmp_path / "full", full)
+    frame_bytes = full.features.device_used / 5  # every frame's 6 views: the same sizes
+    assert frame_bytes == int(frame_bytes) > 0 and full.features.host_used == 0
+    # uses per frame (6 views each): exp k=2: ref twice (both passes), 3, 4, 1, 0 once;
+    # k=0: 0..4 once; k=4: 4..0 once -> frame 0: 3, 1: 3, 2: 4, 3: 3, 4: 3 (16 x 6 = 96)
+    assert full.encoder_stats() == {"encoder_calls": 30, "device_hits": 66, "host_hits": 0,
+                                    "recomputes": 0}  # fmt: skip
+    two_frames = (2 * frame_bytes + 0.5) / 2**20  # MiB
+    tiers = make_backend(name, model=model, random_seed=0, device="cpu",
+                         encoder_cache_mb=two_frames, host_cache_mb=two_frames)  # fmt: skip
+    tiers.host_tier = True  # the host tier's code path on the CPU (plain copies)
+    _run(tmp_path, tmp_path / "tiers", tiers)
+    # first encoded: 2, 3 (device), 4, 1 (host), 0 (no room: recomputed at its 2 later uses)
+    assert tiers.encoder_stats() == {
+        "encoder_calls": 30 + 2 * 6,
+        "device_hits": (3 + 2) * 6,
+        "host_hits": (2 + 2) * 6,
+        "recomputes": 2 * 6,
+    }
+    held = {key: tier for key, (tier, _) in tiers.features._entries.items()}
+    assert held == {(t, v): tier for t, tier in ((2, "device"), (3, "device"), (4, "host"),
+                                                  (1, "host")) for v in range(6)}  # fmt: skip
+    masks = tree_bytes(tmp_path / "plain")
+    assert tree_bytes(tmp_path / "full") == masks
+    assert tree_bytes(tmp_path / "tiers") == masks
+
+
+def test_feature_budgets_come_from_the_measured_memory(monkeypatch):
+    """Host memory budget: MemAvailable (plus what the cache just released) less
+    max(2 GiB, 20 % of the RAM), capped by the option; a tiny or full machine gives 0."""
+    G = features.GIB
+    avail, total = features.ram()  # the real one reads /proc/meminfo here
+    assert 0 < avail <= total
+    monkeypatch.setattr(features, "ram", lambda: (10 * G, 20 * G))
+    assert features.ram_budget(None) == 6 * G
+    assert features.ram_budget(None, held=G) == 7 * G
+    assert features.ram_budget(3 * 2**20) == 3 * 2**20
+    monkeypatch.setattr(features, "ram", lambda: (G, 4 * G))
+    assert features.ram_budget(None) == 0 == features.ram_budget(1024.0)
+    monkeypatch.setattr(features, "ram", lambda: None)  # unknown: hold nothing
+    assert features.ram_budget(None) == 0
+    # CPU: the device tier is the RAM (measured per video); no host tier unless forced
+    cache = features.FeatureCache(torch.device("cpu"), device_mb=None, host_mb=5.0)
+    monkeypatch.setattr(features, "ram", lambda: (10 * G, 20 * G))
+    cache.start_video("v")
+    assert (cache.device_budget, cache.host_budget, cache.host_tier) == (6 * G, 0, False)
+    off = features.FeatureCache(torch.device("cpu"), share=False)
+    off.start_video("v")
+    assert off.device_budget == off.host_budget == 0
+    with pytest.raises(KitError, match="host-cache-mb"):
+        make_backend("aot", model="aott", random_seed=0, host_cache_mb=-1.0)
+
+
+def test_cuda_device_room_keeps_the_reserve_free(monkeypatch):
+    """The CUDA device tier (its arithmetic, on any machine): a (frame, view) goes on the
+    device only if the reserve (>= 2 GiB, 5 % of the device, 1.5 x the largest working set
+    seen) stays free afterwards; otherwise to the host tier."""
+    G = features.GIB
+    cache = features.FeatureCache(torch.device("cuda"), device_mb=None, host_mb=None)
+    assert cache.cuda and cache.host_tier
+    monkeypatch.setattr(cache, "device_free", lambda: 10 * G)
+    total = {"v": 80 * G}
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda d: type("P", (), {"total_memory": total["v"]})
+    )
+    assert cache.reserve() == 4 * G  # 5 % of 80 GiB
+    assert cache.device_room(6 * G) and not cache.device_room(6 * G + 1)
+    cache.working_set = 4 * G
+    assert cache.reserve() == 6 * G and not cache.device_room(5 * G)
+    total["v"] = 16 * G
+    cache.working_set = 0
+    assert cache.reserve() == 2 * G  # the floor
+
+
+def test_cli_reports_the_encoder_tiers(tmp_path, capsys):
+    make_dataset(tmp_path, ONE_VIDEO)
+    argv = [*cli_args(tmp_path, tmp_path / "o", "--backend", "aot"), "--model", "aott",
+            "--random-weights", "0", "--device", "cpu", "--videos", "v1",
+            "--encoder-cache-mb", "0", "--host-cache-mb", "64"]  # fmt: skip
+    assert main(argv) == 0
+    # CPU: no host tier, no device room -> every later use recomputed
+    assert "encoder: 96 calls, 0 device hits, 0 host hits, 66 recomputes" in capsys.readouterr().out
+
+
+def test_dag_passes_the_tier_caps_only_when_set(tmp_path):
+    """params.yaml's caps reach the propagate command; unset (the default) they add
+    nothing, so the generated dvc.yaml files do not change."""
+    import shlex
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from rvos_kit.pipeline.dag import render
+
+    repo = Path(__file__).resolve().parents[1]
+    p = yaml.safe_load((repo / "params.yaml").read_text())
+    shutil.copy(repo / "checkpoints.lock", tmp_path / "checkpoints.lock")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    plain = yaml.safe_load(render(tmp_path / "params.yaml"))["stages"]
+    p["propagation"]["aot"].update(encoder_cache_mb=512, host_cache_mb=0)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    capped = yaml.safe_load(render(tmp_path / "params.yaml"))["stages"]
+    words = shlex.split(capped["propagate_aot_soc"]["cmd"])
+    assert words[-4:] == ["--encoder-cache-mb", "512", "--host-cache-mb", "0"]
+    assert shlex.split(plain["propagate_aot_soc"]["cmd"]) == words[:-4]
+    assert not any("cache-mb" in s["cmd"] for s in plain.values())
+    assert capped["propagate_deaot_vit_huge"] == plain["propagate_deaot_vit_huge"]

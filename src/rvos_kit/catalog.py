@@ -65,7 +65,8 @@ DEFAULTS: dict[str, dict] = {
         "max_long_side": 1040,
         "engine": "published_aot_fork",
         "share_encoder": True,
-        "encoder_cache_mb": 4096.0,
+        "encoder_cache_mb": None,  # caps in MiB on the measured budgets (None: measured only)
+        "host_cache_mb": None,
     },  # fmt: skip
     "fusion": {
         "source": "compute",

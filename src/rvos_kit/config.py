@@ -181,8 +181,11 @@ class PropagationSection(Section):
     engine: _lit(ENGINES) | None = None  # None: the backend's default
     # encoder features shared between a video's expressions (exact; docs/propagation.md)
     share_encoder: bool = _d("propagation", "share_encoder")
-    encoder_cache_mb: float = Field(_d("propagation", "encoder_cache_mb"), ge=0,
-                                    allow_inf_nan=False)  # fmt: skip
+    # caps in MiB on the measured budgets of the feature cache's tiers (None: measured only)
+    encoder_cache_mb: float | None = Field(_d("propagation", "encoder_cache_mb"), ge=0,
+                                           allow_inf_nan=False)  # fmt: skip
+    host_cache_mb: float | None = Field(_d("propagation", "host_cache_mb"), ge=0,
+                                        allow_inf_nan=False)  # fmt: skip
 
     @field_validator("backend")
     @classmethod

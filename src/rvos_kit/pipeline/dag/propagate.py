@@ -55,6 +55,9 @@ def add(b: Builder, prop: str, node: str) -> None:
         args += ["--engine", c.engine or default("propagation", "engine")]
         if not c.share_encoder:
             args += ["--no-share-encoder"]
+        for key in ("encoder_cache_mb", "host_cache_mb"):  # given: caps on the measured
+            if getattr(c, key) is not None:
+                args += ["--" + key.replace("_", "-"), getattr(c, key)]
         # runner.mode docker: the verb runs here and starts each shard's container
     b.stages[f"propagate_{prop}_{node}"] = {
         "cmd": q(args),

@@ -72,11 +72,16 @@ Shared encoder (``share_encoder``, default on; ``--no-share-encoder`` turns it o
     of the next (``add_reference_frame`` / ``match_propogate_one_frame`` take
     ``img_embs``, as the published ``AOTInferEngine`` already did between its inner
     engines). Engines and memories stay per expression; only the encoder call is shared,
-    so the masks are byte-identical (tested). The features stay where they were made (the
-    device) while the cache holds at most ``encoder_cache_mb`` MiB (default 4096); beyond
-    that, further (frame, view) features are recomputed each time, as without sharing.
-    ``encoder_calls`` counts the encoder runs. A frame whose views are all shared already
-    is not prepared again either (no resizing of its six views).
+    so the masks are byte-identical (tested). The features are held in tiers
+    (:mod:`.features`): on the device while it has room, else (CUDA) in pinned host
+    memory, copied back exactly at each use, else recomputed as without sharing; each
+    tier's budget is measured (free device memory less a reserve, available RAM less a
+    margin) and capped by ``encoder_cache_mb`` / ``host_cache_mb`` when given.
+    ``encoder_stats()`` counts the encoder runs and the hits per tier. A frame whose views
+    are all held already is not prepared again either (no resizing of its six views). The
+    flip pair of a scale is NOT encoded as one batch of two: on the CPU that is bit-identical
+    on one thread but not on two (``bench/flip_pair.py``), and unchecked on a GPU
+    (docs/propagation.md).
 
 Precision
     * On CUDA the whole propagation runs under ``torch.autocast`` float16, as
@@ -110,6 +115,7 @@ from .aot_model import (  # noqa: F401 (AOT_MODELS .. load_checkpoint: importabl
     load_checkpoint,
     model_config,
 )
+from .features import FeatureCache
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -190,7 +196,8 @@ class AOTBackend:
         trust_checkpoint: bool = False,
         engine: str | None = None,
         share_encoder: bool = True,
-        encoder_cache_mb: float = 4096.0,
+        encoder_cache_mb: float | None = None,
+        host_cache_mb: float | None = None,
     ):
         if backend not in MODELS:
             raise KitError(f"unknown network backend {backend!r}; use aot or deaot")
@@ -235,14 +242,16 @@ class AOTBackend:
         self.amp = bool(amp)
         self.trust_checkpoint = bool(trust_checkpoint)
         self.engine = engine
-        if not encoder_cache_mb >= 0 or not math.isfinite(encoder_cache_mb):
-            raise KitError(f"--encoder-cache-mb must be a number >= 0, got {encoder_cache_mb}")
+        for opt, mb in (
+            ("--encoder-cache-mb", encoder_cache_mb),
+            ("--host-cache-mb", host_cache_mb),
+        ):
+            if mb is not None and not (mb >= 0 and math.isfinite(mb)):
+                raise KitError(f"{opt} must be a number >= 0, got {mb}")
         self.share_encoder = bool(share_encoder)
-        self.cache_bytes = int(encoder_cache_mb * 2**20)
-        self._cache: dict = {}  # (frame, view) -> encoder features, for one video
-        self._cache_video = None
-        self._cache_used = 0
-        self.encoder_calls = 0
+        self.encoder_cache_mb, self.host_cache_mb = encoder_cache_mb, host_cache_mb
+        self.host_tier = None  # features.FeatureCache's host_tier (tests: True on the CPU)
+        self.features = None  # the FeatureCache, made by prepare()
         self.model = None
         self.cfg = None
         self.device = None
@@ -292,6 +301,16 @@ class AOTBackend:
         cfg.TEST_MAX_LONG_EDGE = self.max_long_side
         self.model = model.to(self.device)
         self.cfg = cfg
+        self.features = FeatureCache(self.device, self.encoder_cache_mb, self.host_cache_mb,
+                                     self.share_encoder, self.host_tier)  # fmt: skip
+
+    @property
+    def encoder_calls(self) -> int:
+        return self.features.encoder_calls if self.features is not None else 0
+
+    def encoder_stats(self) -> dict | None:
+        """Encoder runs and shared-feature hits per tier (:mod:`.features`), once prepared."""
+        return self.features.stats() if self.features is not None else None
 
     @property
     def gap(self) -> int:
@@ -385,29 +404,21 @@ class AOTBackend:
             bgr = frames.bgr(t)
             return [torch.from_numpy(view_image(bgr, size, flip)[None]) for flip, size in views]
 
-        if frames is not self._cache_video:  # a new video: features of the last one go
-            self._cache, self._cache_video, self._cache_used = {}, frames, 0
+        cache = self.features
+        cache.start_video(frames)  # a new video: the features of the last one go
 
         def inputs(t):
             """Frame t's view tensors, or Nones when the encoder's features of all its views
-            are shared already (no view to prepare: only the main thread adds to the cache,
+            are held already (no view to prepare: only the main thread adds to the cache,
             and nothing leaves it within a video)."""
-            if self.share_encoder and all((t, v) in self._cache for v in range(len(views))):
+            if all(cache.has((t, v)) for v in range(len(views))):
                 return [None] * len(views)
             return view_tensors(t)
 
         def encode(t, v, img):
             """The encoder's features of frame t at view v: shared between the expressions
-            of the video while the cache has room (module docstring)."""
-            embs = self._cache.get((t, v)) if self.share_encoder else None
-            if embs is None:
-                embs = self.model.encode_image(img)
-                self.encoder_calls += 1
-                size = sum(x.numel() * x.element_size() for x in embs)
-                if self.share_encoder and self._cache_used + size <= self.cache_bytes:
-                    self._cache[t, v] = embs
-                    self._cache_used += size
-            return embs
+            of the video where a tier has room (module docstring, :mod:`.features`)."""
+            return cache.features((t, v), lambda: self.model.encode_image(img))
 
         # Reference: the same tensors serve both passes.
         ref_imgs = [x.to(dev) for x in view_tensors(k)]  # engines size themselves from these
@@ -460,6 +471,7 @@ class AOTBackend:
             emit(t, (pred[0, 0] >= 1).cpu().numpy())
 
         try:
+            cache.expression_started()
             fetch(0)
             if k < n - 1:  # forward pass: k is the reference, then k+1 .. T-1
                 add_reference()
@@ -469,5 +481,6 @@ class AOTBackend:
                 add_reference()
                 for t in range(k - 1, -1, -1):
                     step(t)
+            cache.expression_done()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

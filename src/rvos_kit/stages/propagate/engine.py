@@ -38,6 +38,15 @@ class PropagateSummary:
     copied_empty: int  # empty key-frame mask: input copied (this call)
     resumed: int  # already complete in the staging folder of an interrupted run
     masks: int  # PNGs written in this call
+    encoder: dict | None = None  # aot/deaot: encoder calls and shared-feature hits per tier
+
+
+def describe_encoder(stats: dict) -> str:
+    """One line of :attr:`PropagateSummary.encoder` (``features.FeatureCache.stats``)."""
+    return (
+        f"encoder: {stats['encoder_calls']} calls, {stats['device_hits']} device hits, "
+        f"{stats['host_hits']} host hits, {stats['recomputes']} recomputes"
+    )
 
 
 def make_backend(name: str, **options):
@@ -189,7 +198,10 @@ def propagate(
         record_path.unlink(missing_ok=True)
         raise
     record_path.unlink(missing_ok=True)
-    return PropagateSummary(total, propagated, copied, resumed, written)
+    stats = backend.encoder_stats() if hasattr(backend, "encoder_stats") else None
+    if progress and stats:
+        print(f"propagate: {describe_encoder(stats)}", file=sys.stderr)
+    return PropagateSummary(total, propagated, copied, resumed, written, stats)
 
 
 def _run_jobs(full: list, parallel: bool, workers: int, bar, on_video) -> tuple[int, int, int]:

@@ -16,7 +16,7 @@ from ...errors import KitError
 from ...trees.meta import load_meta
 from ...trees.staging import held_output
 from .aot_model import ENGINES
-from .engine import BACKENDS, check_inputs, make_backend, propagate, select_videos
+from .engine import BACKENDS, check_inputs, describe_encoder, make_backend, propagate, select_videos
 from .resume import resume_key, shared_key
 
 _D = catalog.DEFAULTS["propagation"]
@@ -76,6 +76,7 @@ def _run(args) -> int:
             engine=args.engine,
             share_encoder=args.share_encoder,
             encoder_cache_mb=args.encoder_cache_mb,
+            host_cache_mb=args.host_cache_mb,
         )
         workers = args.workers or 2
     if args.videos is not None:  # one shard, in this process (what a Ray task runs)
@@ -90,6 +91,8 @@ def _run(args) -> int:
             f"propagated {s.propagated} expressions, copied {s.copied_empty} with an empty "
             f"key frame ({s.masks} PNGs) -> {args.out}"
         )
+        if s.encoder:
+            print(describe_encoder(s.encoder))
         return 0
     return _run_sharded(args, backend)
 
@@ -107,7 +110,10 @@ def _backend_args(args) -> list[str]:
             out += [opt, str(v)]
     out += ["--no-amp"] * bool(args.no_amp) + ["--trust-checkpoint"] * bool(args.trust_checkpoint)
     out += ["--share-encoder" if args.share_encoder else "--no-share-encoder"]
-    out += ["--encoder-cache-mb", repr(args.encoder_cache_mb)]
+    for opt, mb in (("--encoder-cache-mb", args.encoder_cache_mb),
+                    ("--host-cache-mb", args.host_cache_mb)):  # fmt: skip
+        if mb is not None:
+            out += [opt, repr(mb)]
     if args.checkpoint_sha256 is not None:
         out += ["--checkpoint-sha256", args.checkpoint_sha256]
     return out
@@ -283,10 +289,19 @@ def register(sub) -> None:
     )
     g.add_argument(
         "--encoder-cache-mb",
-        type=float,
-        default=_D["encoder_cache_mb"],
-        help="memory (MiB, on the network's device) for the shared encoder features of one "
-        "video; beyond it features are recomputed (default %(default)g)",
+        type=non_negative,
+        metavar="MIB",
+        help="at most this much device memory for one video's shared encoder features "
+        "(default: what the device has free, less a reserve for the engines; on the CPU, "
+        "the available RAM less a margin); past it they go to pinned host memory (CUDA), "
+        "else they are recomputed",
+    )
+    g.add_argument(
+        "--host-cache-mb",
+        type=non_negative,
+        metavar="MIB",
+        help="CUDA: at most this much pinned host memory for the encoder features that do "
+        "not fit on the device (default: the available RAM less a margin)",
     )
     f = p.add_argument_group("flow")
     f.add_argument(
