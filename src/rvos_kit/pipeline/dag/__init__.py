@@ -52,10 +52,10 @@ from __future__ import annotations
 
 from ...argtypes import declare_paths
 from .context import Builder
-from .generate import CODE, HEADER, build, check_stage, render, stages
+from .generate import HEADER, build, check_stage, render, stages
 from .verb import compare_outs, lock_outs, run
 
-__all__ = ["CODE", "HEADER", "Builder", "build", "check_stage", "compare_outs", "lock_outs",
+__all__ = ["HEADER", "Builder", "build", "check_stage", "compare_outs", "lock_outs",
            "register", "render", "run", "stages"]  # fmt: skip
 
 

@@ -15,9 +15,6 @@ from pathlib import Path
 
 from ...errors import KitError
 
-# The module(s) each verb emitted here runs (collected in :data:`rvos_kit.pipeline.dag.CODE`).
-CODE = {"import-zip": ["stages/rvos/released.py"]}
-
 
 def q(parts) -> str:
     """A command line from its words, each quoted for the shell."""

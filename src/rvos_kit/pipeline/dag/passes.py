@@ -5,11 +5,9 @@ preflight stages (:func:`add_preflight`), and make each stage depend on the code
 
 from __future__ import annotations
 
+from ..codedeps import stage_code
 from ..targets import closure
 from .context import Builder, q
-
-# The module(s) each verb emitted here runs (collected in :data:`rvos_kit.pipeline.dag.CODE`).
-CODE = {"preflight": ["pipeline/preflight.py", "pipeline/targets.py"]}
 
 
 def _path(out) -> str:
@@ -79,15 +77,16 @@ def add_preflight(b: Builder) -> None:
     b.stages = stages
 
 
-def add_code_deps(b: Builder, code: dict[str, list[str]]) -> None:
-    """Make every stage depend on the module(s) its verb runs (``code``: verb -> paths
-    under ``paths.code``), so that a code change re-runs its stages and DVC's run-cache
-    never restores outputs made by other code."""
+def add_code_deps(b: Builder) -> None:
+    """Make every stage depend on the code its command runs: every kit module (and C or
+    data file) its verb imports, transitively, the CLI's and a wrapped verb's included
+    (:func:`rvos_kit.pipeline.codedeps.stage_code`), as paths under ``paths.code``; so
+    that a code change re-runs its stages and DVC's run-cache never restores outputs
+    made by other code."""
     root = b.p["paths"].get("code")
     if not root:
         return
     for s in b.stages.values():
         words = s["cmd"].split()
-        verb = words[words.index("--") + 1] if "--" in words else words[1]
-        for f in code.get(verb, []):
-            s.setdefault("deps", []).append(f"{root}/{f}")
+        verbs = [words[1]] + ([words[words.index("--") + 1]] if "--" in words else [])
+        s.setdefault("deps", []).extend(f"{root}/{f}" for f in stage_code(verbs))
