@@ -148,3 +148,11 @@ def test_what_a_stage_loads_when_it_runs_is_in_its_deps(small_demo, stage):
     assert {"cli.py", codedeps.path_of(module), "trees/staging.py"} <= loaded
     deps = set(_code_deps(s))
     assert loaded <= deps, f"{stage}: loaded but not a dep: {sorted(loaded - deps)}"
+
+
+def test_a_download_depends_on_no_code():
+    """``fetch_*``: what it writes is pinned by the lock's sha256 (codedeps.NO_CODE)."""
+    stages = yaml.safe_load(render(REPO / "audit/params.yaml"))["stages"]
+    fetches = [s for n, s in stages.items() if n.startswith("fetch_")]
+    assert fetches and all(_code_deps(s) == [] for s in fetches)
+    assert "stages/rvos/released.py" in _code_deps(stages["propagate_aot_soc"])  # unzips one

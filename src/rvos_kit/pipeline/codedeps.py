@@ -22,6 +22,11 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1]  # src/rvos_kit
 DATA = {".c", ".tsv"}  # the non-Python sources a module compiles or reads at run time
+# Verbs whose stages depend on no code: verb -> why.
+NO_CODE = {
+    "fetch": "a download must match the sha256 its lock entry pins, whatever code fetched "
+    "it (and a re-run would hash every download again)",
+}
 # The modules that import every verb's module to register it (not followed: see above).
 REGISTRARS = {"rvos_kit.cli", __name__}
 # Imports that are not followed (importer, imported) -> why.
@@ -157,7 +162,9 @@ def path_of(entry: str) -> str:
 
 def stage_code(verbs: list[str]) -> list[str]:
     """The sorted files (relative to the package) a stage running ``verbs`` (the verb,
-    then a wrapped one) depends on, the CLI included."""
+    then a wrapped one) depends on, the CLI included; none for a verb of :data:`NO_CODE`."""
+    if any(v in NO_CODE for v in verbs):
+        return []
     roots = ["rvos_kit.cli"]
     for v in verbs:
         roots += verb_modules()[v]
