@@ -1,5 +1,5 @@
 """Imported first by every shard's child in test_scale's inference tests (through
-rvos_kit.compute.scale's test-only RVOS_KIT_FAULT_PRELOAD): the synthetic driver of test_infer,
+RVOS_KIT_FAULT_PRELOAD of tests/faults/rvos_faults.py): the synthetic driver of test_infer,
 which writes dumps in the published format, stands in for model "soc"."""
 
 import dataclasses

@@ -454,6 +454,7 @@ UNINEXT_RUNTIME_MODULES = {
     "compute/docker.py",
     # a shard's child calls child_setup / video_done (compute/scale/child.py); importing
     # them runs the package's __init__, which imports every module of the package
+    "compute/parentdeath.py",
     "compute/scale/__init__.py",
     "compute/scale/child.py",
     "compute/scale/driver.py",

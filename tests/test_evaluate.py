@@ -11,9 +11,10 @@ import pytest
 from conftest import make_meta_dict, make_tree, write_meta
 from PIL import Image
 
-import rvos_kit.stages.evaluate.jf as ev
+import rvos_kit.stages.evaluate.metric as ev
 from rvos_kit.cli import main
-from rvos_kit.stages.evaluate.jf import bound_pix, count_matched, evaluate, frame_jf, seg2bmap
+from rvos_kit.stages.evaluate.jf import evaluate
+from rvos_kit.stages.evaluate.metric import bound_pix, count_matched, frame_jf, seg2bmap
 from rvos_kit.trees.meta import parse_meta
 from rvos_kit.trees.synthetic import random_ellipse
 

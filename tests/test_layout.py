@@ -1,10 +1,11 @@
 """The package tree reads like the DAG, and each room imports only what it may.
 
 Every ``import`` of the kit's own modules is read from the source (those inside functions
-too: a lazy import is still a dependency), resolved to a module, and checked against the
-room rules written in ``rvos_kit/__init__.py``'s docstring (``ROOMS`` below is the same
-table). No module imports itself back through others (no import circles), and no module
-is longer than ~500 lines unless its docstring says why.
+too: a lazy import is still a dependency), resolved to a module by the resolver that
+gives each DVC stage its code dependencies (``rvos_kit.pipeline.codedeps``), and
+checked against the room rules written in ``rvos_kit/__init__.py``'s docstring (``ROOMS``
+below is the same table). No module imports itself back through others (no import
+circles), and no module is longer than ~500 lines unless its docstring says why.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from rvos_kit.pipeline import codedeps
 
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "src" / "rvos_kit"
@@ -47,15 +50,9 @@ MAX_LINES = 500
 SIZE_REASON = re.compile(r"^Why one module of \d+ lines:", re.M)
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts)
-
-
 def modules() -> dict[str, Path]:
-    return {module_name(p): p for p in sorted(PKG.rglob("*.py"))}
+    """The kit's Python modules (name -> path), as the code-deps resolver lists them."""
+    return {m: p for m, p in codedeps.modules().items() if p.suffix == ".py"}
 
 
 def room(mod: str) -> str:
@@ -69,34 +66,11 @@ def room(mod: str) -> str:
     return "top"
 
 
-def imports_of(mod: str, path: Path, known: set[str]) -> set[str]:
-    """Kit modules imported anywhere in ``path`` (``from . import x`` of a submodule
-    counts as importing that submodule)."""
-    is_pkg = path.name == "__init__.py"
-    package = mod.split(".") if is_pkg else mod.split(".")[:-1]
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names if a.name.startswith("rvos_kit")}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package[: len(package) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            if not target.startswith("rvos_kit"):
-                continue
-            for a in node.names:
-                sub = f"{target}.{a.name}"
-                out.add(sub if sub in known else target)
-    # importing a.b.c imports a.b and a too, but those edges are Python's, not ours
-    return {m for m in out if m in known and m != mod}
-
-
 def graph() -> dict[str, set[str]]:
+    """Module -> the kit modules its import statements name (the product's resolver,
+    :func:`rvos_kit.pipeline.codedeps.imports`, without its run-time extras)."""
     mods = modules()
-    known = set(mods)
-    return {m: imports_of(m, p, known) for m, p in mods.items()}
+    return {m: codedeps.imports(m, run_time=False) & mods.keys() for m in mods}
 
 
 def test_the_rooms_exist_and_say_what_they_hold():

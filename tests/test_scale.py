@@ -6,7 +6,6 @@ Ray is started once per session (conftest.ray_cluster: 2 CPUs, 2 logical GPUs)."
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import shutil
 import signal
@@ -21,15 +20,13 @@ import numpy as np
 import pytest
 import yaml
 from conftest import tree_bytes
+from faults import rvos_faults
 from test_infer import data, fake_driver  # noqa: F401 (a fixture)
 from test_propagate import cli_args, make_dataset
 
 from rvos_kit.cli import main
 from rvos_kit.compute.docker import Settings, docker_argv
 from rvos_kit.compute.scale import (
-    FAULT_ENV,
-    PRELOAD_ENV,
-    SLOW_ENV,
     ScaleSettings,
     ShardFailed,
     partition,
@@ -132,7 +129,8 @@ def test_killed_worker_is_retried_and_reported(six, tmp_path, capsys, monkeypatc
     root, ref = six
     marker = tmp_path / "kill-once"
     marker.touch()
-    monkeypatch.setenv(FAULT_ENV, str(marker))
+    monkeypatch.setenv(rvos_faults.KILL_WORKER, str(marker))
+    rvos_faults.install(monkeypatch)
     out = tmp_path / "out"
     assert main(cli_args(root, out, "--backend", "flow", "--shards", "2")) == 0
     assert not marker.exists(), "the fault was never injected"
@@ -148,7 +146,7 @@ def test_interrupted_stage_reruns_only_unfinished_shards(six, tmp_path, ray_clus
     argv = cli_args(root, out, "--backend", "flow", "--shards", "3", "--ray-address", ray_cluster)
     # 2 CPUs for 3 shards: while shard 3 waits, the driver is interrupted as soon as a
     # shard is committed (a slowed-down child keeps the others busy meanwhile)
-    env = {**os.environ, SLOW_ENV: "0.4"}
+    env = rvos_faults.subprocess_env(**{rvos_faults.SLOW_VIDEO: "0.4"})
     proc = subprocess.Popen(
         [sys.executable, "-m", "rvos_kit", *argv],
         env=env,
@@ -248,7 +246,8 @@ def test_infer_gpu_shards_identical(data, upstream, tmp_path, monkeypatch):  # n
               "--split", "test", "--upstream", str(upstream), "--checkpoint", str(data.ckpt),
               "--pretrained", str(data.pretrained), "--device", "cpu"]  # fmt: skip
     tests = Path(__file__).resolve().parent
-    monkeypatch.setenv(PRELOAD_ENV, f"{tests}:shard_preload_infer")
+    monkeypatch.setenv(rvos_faults.PRELOAD, f"{tests}:shard_preload_infer")
+    rvos_faults.install(monkeypatch)
     # the same stand-in in this process, for the in-process reference run
     monkeypatch.setitem(sys.modules, "rvos_kit.stages.rvos.infer._fake", fake_driver("logits"))
     monkeypatch.setitem(core.MODELS, "soc", dataclasses.replace(core.MODELS["soc"], driver="_fake"))

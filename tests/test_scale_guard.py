@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 from conftest import tree_bytes
+from faults import rvos_faults
 from test_infer import data, fake_driver  # noqa: F401 (a fixture)
 from test_propagate import cli_args, make_dataset
 from test_scale import six  # noqa: F401 (a fixture)
 
 from rvos_kit.cli import main
-from rvos_kit.compute.scale import PRELOAD_ENV, SLOW_ENV, tree_merge
+from rvos_kit.compute.scale import tree_merge
 from rvos_kit.errors import KitError
 from rvos_kit.stages.propagate import propagate
 from rvos_kit.stages.propagate.flow_backend import FlowBackend
@@ -45,7 +46,7 @@ def test_second_sharded_run_on_the_same_out_fails_at_once(six, tmp_path, ray_clu
     root, ref = six
     out = tmp_path / "out"
     argv = cli_args(root, out, "--backend", "flow", "--shards", "2", "--ray-address", ray_cluster)
-    env = {**os.environ, SLOW_ENV: "1.5"}  # every video of a shard takes >= 1.5 s
+    env = rvos_faults.subprocess_env(**{rvos_faults.SLOW_VIDEO: "1.5"})  # >= 1.5 s a video
     first = subprocess.Popen(_kit(*argv), env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)  # fmt: skip
     shards = tmp_path / ".out.shards"
@@ -106,7 +107,9 @@ def test_every_verb_refuses_an_output_another_run_holds(
     or one shard in process) and infer-merge fail at once naming the output, before any
     shard runs: no .<out>.shards is made, nothing is written."""
     root, _ = six
-    monkeypatch.setenv(PRELOAD_ENV, f"{Path(__file__).resolve().parent}:shard_preload_infer")
+    tests = Path(__file__).resolve().parent
+    monkeypatch.setenv(rvos_faults.PRELOAD, f"{tests}:shard_preload_infer")
+    rvos_faults.install(monkeypatch)
     monkeypatch.setitem(sys.modules, "rvos_kit.stages.rvos.infer._fake", fake_driver("logits"))
     monkeypatch.setitem(core.MODELS, "soc", ("_fake", "logits"))
     infer = ["infer", "--model", "soc", "--meta", str(data.meta), "--images", str(data.images),

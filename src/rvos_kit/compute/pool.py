@@ -5,7 +5,7 @@ parent waits forever for the lost task (issue 11: a ``vote`` hung at 15/16 video
 ``concurrent.futures.ProcessPoolExecutor`` fails every pending task without saying which
 one the dead worker held. Here each worker holds one job at a time over its own pipe, so
 the parent knows exactly what a dead worker was doing and fails the stage naming it.
-Workers also die with their parent (Linux ``PR_SET_PDEATHSIG``): a SIGKILLed stage
+Workers also die with their parent (:mod:`.parentdeath`): a SIGKILLed stage
 leaves nothing running that could still write into its staging folder.
 
 :func:`imap` yields the results in job order, like ``Pool.imap``; an exception raised
@@ -14,7 +14,6 @@ by a job is re-raised in the parent (a :class:`~rvos_kit.errors.KitError` as its
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing as mp
 import os
 import signal
@@ -23,22 +22,11 @@ from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import wait
 
 from ..errors import KitError
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+from .parentdeath import die_with_parent
 
 
 def _worker(func, conn, parent: int) -> None:
-    _die_with_parent(parent)
+    die_with_parent(parent, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     while True:
         try:

@@ -65,7 +65,7 @@ Modules
 
 from __future__ import annotations
 
-from .child import FAULT_ENV, PRELOAD_ENV, PROGRESS_PREFIX, SLOW_ENV, child_setup, video_done
+from .child import PROGRESS_PREFIX, child_setup, video_done
 from .driver import run_sharded
 from .plan import ScaleReport, Shard, ShardedStage, partition, shard_key, tree_complete, tree_merge
 from .session import SESSION_ENV, ray_session, session_main
@@ -83,11 +83,8 @@ from .task import ShardCrashed, ShardFailed, container_name, shard_command
 
 __all__ = [
     "DEFAULT_NEEDS",
-    "FAULT_ENV",
-    "PRELOAD_ENV",
     "PROGRESS_PREFIX",
     "SESSION_ENV",
-    "SLOW_ENV",
     "ScaleReport",
     "ScaleSettings",
     "Shard",

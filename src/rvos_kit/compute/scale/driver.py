@@ -6,7 +6,6 @@ the stage's output (see the package docstring)."""
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import sys
 import time
@@ -14,7 +13,6 @@ from pathlib import Path
 
 from ...errors import KitError
 from ...trees.staging import held_output
-from .child import FAULT_ENV, PRELOAD_ENV, SLOW_ENV
 from .plan import ScaleReport, Shard, ShardedStage, partition, shard_key
 from .session import cluster_slots, describe_resources, ray_session
 from .settings import ScaleSettings, ShardNeeds
@@ -63,7 +61,6 @@ def _submit(
     env: dict | None,
 ) -> dict:
     """Start one Ray task per shard of ``todo``; returns {streaming ref: shard}."""
-    fault = {k: v for k, v in os.environ.items() if k in (FAULT_ENV, SLOW_ENV, PRELOAD_ENV)}
     cwd = str(Path.cwd())
     remote = remote_task()
     refs = {}
@@ -75,7 +72,7 @@ def _submit(
             "argv": stage.argv(s.videos),
             "cwd": cwd,
             "gpus": needs.gpus,
-            "env": {**fault, **(env or {})},
+            "env": dict(env or {}),
             "image": stage.image,
             "runner": stage.runner,
             "mounts": stage.mounts,

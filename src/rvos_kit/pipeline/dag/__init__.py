@@ -57,11 +57,11 @@ from __future__ import annotations
 
 from ...argtypes import declare_paths
 from .context import Builder
-from .generate import CODE, HEADER, build, render, spelled, stages
+from .generate import HEADER, build, render, spelled, stages
 from .verb import compare_outs, lock_outs, run
 
-__all__ = ["CODE", "HEADER", "Builder", "build", "compare_outs", "lock_outs", "register",
-           "render", "run", "spelled", "stages"]  # fmt: skip
+__all__ = ["HEADER", "Builder", "build", "compare_outs", "lock_outs", "register", "render",
+           "run", "spelled", "stages"]  # fmt: skip
 
 
 def register(sub) -> None:

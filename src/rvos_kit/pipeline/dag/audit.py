@@ -6,10 +6,6 @@ from __future__ import annotations
 
 from .context import Builder, q
 
-# The module(s) each verb emitted here runs (collected in :data:`rvos_kit.pipeline.dag.CODE`);
-# also the verb of rvos.py's ``audit_<model>_trees``.
-CODE = {"audit": ["stages/audit"]}
-
 
 def add(b: Builder) -> None:
     a = b.p.audit

@@ -17,9 +17,6 @@ from typing import TYPE_CHECKING
 from ... import catalog
 from ...errors import KitError
 
-# The module(s) each verb emitted here runs (collected in :data:`rvos_kit.pipeline.dag.CODE`).
-CODE = {"import-zip": ["stages/rvos/released.py"]}
-
 if TYPE_CHECKING:  # pydantic: not in the images, where verbs register too
     from ...config import Params
 

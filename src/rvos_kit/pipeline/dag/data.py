@@ -6,13 +6,6 @@ from __future__ import annotations
 
 from .context import Builder, q
 
-# The module(s) each verb emitted here runs (collected in :data:`rvos_kit.pipeline.dag.CODE`).
-CODE = {
-    "make-sample": ["stages/data.py", "trees/synthetic.py", "trees/masktree.py",
-                    "trees/pngcodec.py", "trees/_unfilter.c"],
-    "valid-meta": ["trees/meta.py"],
-}  # fmt: skip
-
 
 def add_sample(b: Builder) -> None:
     s = b.p.sample

@@ -7,14 +7,6 @@ from __future__ import annotations
 
 from .context import Builder, q
 
-# The module(s) each verb emitted here runs (collected in :data:`rvos_kit.pipeline.dag.CODE`).
-CODE = {
-    "evaluate": ["stages/evaluate/jf.py", "trees/masktree.py", "trees/pngcodec.py",
-                 "trees/_unfilter.c"],
-    "summarize": ["stages/evaluate/summary.py"],
-    "report": ["stages/evaluate/report.py", "stages/audit", "stages/evaluate/summary.py"],
-}  # fmt: skip
-
 
 def add(b: Builder, refs: list[str]) -> None:
     """Evaluate every tree in ``refs``, then the summary and the report of them all."""

@@ -7,12 +7,6 @@ from __future__ import annotations
 from ...errors import KitError
 from .context import Builder, q
 
-# The module(s) each verb emitted here runs (collected in :data:`rvos_kit.pipeline.dag.CODE`).
-CODE = {
-    "vote": ["stages/fusion.py", "trees/masktree.py", "trees/pngcodec.py",
-             "trees/_unfilter.c", "trees/meta.py"],
-}  # fmt: skip
-
 
 def is_stage1(b: Builder, node: str) -> bool:
     """A stage-1 node votes model trees only (no ``<node>/<propagation>`` member)."""

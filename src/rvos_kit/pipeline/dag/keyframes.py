@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from .context import Builder, q
 
-# The module(s) each verb emitted here runs (collected in :data:`rvos_kit.pipeline.dag.CODE`).
-CODE = {"keyframes": ["stages/keyframes.py"]}
-
 
 def add(b: Builder, m: str) -> None:
     if b.models[m].source == "released":

@@ -4,11 +4,6 @@ from __future__ import annotations
 
 from .context import Builder, q
 
-# The module(s) each verb emitted here runs (collected in :data:`rvos_kit.pipeline.dag.CODE`).
-CODE = {
-    "pack": ["stages/pack.py", "trees/masktree.py", "trees/pngcodec.py", "trees/_unfilter.c"],
-}  # fmt: skip
-
 
 def add(b: Builder) -> None:
     sub = b.p.submission

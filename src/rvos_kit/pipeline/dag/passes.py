@@ -5,14 +5,9 @@ preflight stages (:func:`add_preflight`), and make each stage depend on the code
 
 from __future__ import annotations
 
+from ..codedeps import stage_code
 from ..targets import closure
 from .context import Builder, q
-
-# The module(s) each verb emitted here runs (collected in :data:`rvos_kit.pipeline.dag.CODE`).
-CODE = {"preflight": ["pipeline/preflight.py", "pipeline/targets.py"]}
-# The code that spells out every stage's command when it runs (``rvos-kit --params P --node
-# S``: :mod:`.runtime` builds it again from the params file), a dependency of every stage.
-SPELLED_BY = ["pipeline/dag"]
 
 
 def _path(out) -> str:
@@ -82,16 +77,19 @@ def add_preflight(b: Builder) -> None:
     b.stages = stages
 
 
-def add_code_deps(b: Builder, code: dict[str, list[str]]) -> None:
-    """Make every stage depend on the module(s) its verb runs (``code``: verb -> paths
-    under ``paths.code``) and on the builder that spells out its command at run time
-    (:data:`SPELLED_BY`: dvc.yaml holds no values), so that a code change re-runs its
-    stages and DVC's run-cache never restores outputs made by other code."""
+def add_code_deps(b: Builder) -> None:
+    """Make every stage depend on the code its command runs: every kit module (and C or
+    data file) its verb imports, transitively, the CLI's and a wrapped verb's included
+    (:func:`rvos_kit.pipeline.codedeps.stage_code`) -- among them, through the CLI's
+    ``--params/--node`` (:mod:`.runtime`), the builder that spells out its command at run
+    time (dvc.yaml holds no values) with the typed config and catalogue -- as paths under
+    ``paths.code``; so that a code change re-runs its stages and DVC's run-cache never
+    restores outputs made by other code."""
     root = b.p.paths.code
     if not root:
         return
     for s in b.stages.values():
         words = s["cmd"].split()
-        verb = words[words.index("--") + 1] if "--" in words else words[1]
-        for f in [*code.get(verb, []), *SPELLED_BY]:
-            s.setdefault("deps", []).append(f"{root}/{f}")
+        verbs = [words[1]] + ([words[words.index("--") + 1]] if "--" in words else [])
+        deps = s.setdefault("deps", [])
+        deps.extend(f"{root}/{f}" for f in stage_code(verbs))

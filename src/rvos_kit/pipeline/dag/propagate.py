@@ -9,12 +9,6 @@ import os
 from ...catalog import default
 from .context import Builder, q
 
-# The module(s) each verb emitted here runs (collected in :data:`rvos_kit.pipeline.dag.CODE`).
-CODE = {
-    "propagate": ["stages/propagate", "trees/masktree.py", "trees/pngcodec.py",
-                  "trees/_unfilter.c", "trees/sidefiles.py", "compute/scale"],
-}  # fmt: skip
-
 
 def _lock_sha256(b: Builder, checkpoint: str) -> str | None:
     """The sha256 ``paths.lock`` records for the file at ``checkpoint``, if any."""

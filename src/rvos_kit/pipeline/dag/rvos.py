@@ -16,14 +16,6 @@ from ... import catalog
 from ...errors import KitError
 from .context import Builder, q
 
-# The module(s) each verb emitted here runs (collected in :data:`rvos_kit.pipeline.dag.CODE`).
-CODE = {
-    "import-pth": ["stages/rvos/dumps.py", "trees/masktree.py", "trees/pngcodec.py",
-                   "trees/_unfilter.c"],
-    "infer": ["stages/rvos/infer", "stages/rvos/dumps.py", "trees/masktree.py",
-              "trees/pngcodec.py", "trees/_unfilter.c", "trees/meta.py"],
-}  # fmt: skip
-
 
 def add(b: Builder, m: str) -> None:
     spec = b.models[m]
