@@ -6,8 +6,9 @@
 # Brings (each an env var, defaults shown):
 #   WHEELS=wheels/gpu          `make smoke-wheels` parts (part1/, part2/, ...), or nothing
 #                              when the machine's Python already has them
-#   UPSTREAM_ARCHIVE=../shared/upstream/iccv2023_RVOS_Challenge-c538b0d.tar.gz
-#                              the published code at the pinned commit
+#   UPSTREAM_ARCHIVE=shared/upstream/iccv2023_RVOS_Challenge-c538b0d.tar.gz
+#                              the published code at the pinned commit (shared/ in the
+#                              checkout, else in the folder above it, where the tests read it)
 #   OUT=smoke-gpu              where the results go: smoke.json, smoke.log, build logs
 #   SMOKE_ARGS=                more `rvos-kit smoke` options (e.g. --stages soc,aot)
 # Steps:
@@ -24,7 +25,11 @@ set -euo pipefail
 T0=$(date +%s)
 OUT=${OUT:-smoke-gpu}
 WHEELS=${WHEELS:-wheels/gpu}
-UPSTREAM_ARCHIVE=${UPSTREAM_ARCHIVE:-../shared/upstream/iccv2023_RVOS_Challenge-c538b0d.tar.gz}
+ARCHIVE_NAME=iccv2023_RVOS_Challenge-c538b0d.tar.gz
+if [ -z "${UPSTREAM_ARCHIVE:-}" ]; then  # shared/ in the checkout, else beside it
+  UPSTREAM_ARCHIVE=shared/upstream/$ARCHIVE_NAME
+  [ -f "$UPSTREAM_ARCHIVE" ] || UPSTREAM_ARCHIVE=${PWD%/*}/shared/upstream/$ARCHIVE_NAME
+fi
 VENV=${VENV:-.venv-gpu}
 WORK=${WORK:-/tmp/rvos-kit-gpu}
 mkdir -p "$OUT" "$WORK"

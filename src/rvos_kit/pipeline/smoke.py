@@ -1,6 +1,8 @@
-"""``rvos-kit smoke``: every GPU stage of a params file, on a generated clip with random
-weights, through the same drivers, runner and image or venv as the real run: minutes to
-know a machine runs the pipeline, before downloading 20+ GB of weights.
+"""``rvos-kit smoke``: every GPU stage on a generated clip, random weights.
+
+Every GPU stage of a params file runs through the same drivers, runner and image or venv
+as the real run: minutes to know a machine runs the pipeline, before downloading 20+ GB
+of weights.
 
     rvos-kit smoke [--params params.yaml] [--device cuda|cpu] [--stages soc,aot,...]
                    [--out smoke.json] [--work DIR] [--seed 0] [--frames N] [--size HxW]
@@ -203,7 +205,7 @@ class Smoke:
                 "--out", str(w), "--seed", str(self.args.seed)]  # fmt: skip
         argv = self.runner(f"rvos_{model}", verb, self.args.infer_python)
         rc, secs, tail = self.execute(f"{model}-weights", argv, self.work / "probe" / "w")
-        rec["weights"] = f"made in {secs:.1f} s"
+        rec["weights"], rec["weights_seconds"] = "made", round(secs, 1)
         if rc != 0:
             raise StageFailed(f"smoke-weights exited {rc}:\n{tail}")
         return w
