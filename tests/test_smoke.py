@@ -112,6 +112,27 @@ def test_a_kit_process_reports_its_peaks_at_exit(tmp_path):
     assert rec["cpu_self_s"] > 0
 
 
+def test_in_docker_mode_the_weights_are_made_in_the_models_image_and_report_back(
+    tmp_path, monkeypatch, capsys
+):
+    """smoke-weights goes through the runner like the stage: in docker mode, into the
+    model's image; the probe folder (under outputs, mounted read-write) is passed in."""
+    (tmp_path / "params.yaml").write_text("paths: {outputs: out}\nrunner: {mode: docker}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(probe.ENV, str(tmp_path / "out" / "smoke" / "probe" / "w"))
+    monkeypatch.setattr(probe, "install", lambda: None)  # not this test process's exit
+    for model, image in (("convnext", "rvos-kit/uninext:"), ("soc", "rvos-kit/rvos:")):
+        argv = smoke.Smoke.runner(
+            type("S", (), {"python": sys.executable, "params": Path("params.yaml")})(),
+            f"rvos_{model}", ["smoke-weights", "--model", model, "--upstream", "/opt/up",
+                              "--out", str(tmp_path / "out" / "smoke" / "weights" / model)],
+        )  # fmt: skip
+        assert main(argv[3:4] + ["--dry-run"] + argv[4:]) == 0
+        line = capsys.readouterr().out
+        assert f" {image}" in line and f"--env {probe.ENV}={tmp_path}/out/smoke/probe/w " in line
+        assert f"--volume {tmp_path}/out:{tmp_path}/out:rw" in line
+
+
 def test_failed_stages_are_reported_every_stage_is_tried_and_the_exit_is_not_zero(tmp_path):
     """An upstream folder that is not the published code: both infer stages fail (their
     weights cannot be built), each with its error; the JSON says so; exit 1."""

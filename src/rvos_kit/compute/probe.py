@@ -26,10 +26,15 @@ from pathlib import Path
 ENV = "RVOS_KIT_PROBE_DIR"
 
 
+_INSTALLED: list[str] = []
+
+
 def install() -> None:
-    """Write the record at exit, when ``RVOS_KIT_PROBE_DIR`` is set."""
-    if os.environ.get(ENV):
-        atexit.register(write_record)
+    """Write the record at exit (once per process), when ``RVOS_KIT_PROBE_DIR`` is set."""
+    where = os.environ.get(ENV)
+    if where and not _INSTALLED:
+        _INSTALLED.append(where)
+        atexit.register(write_record, where)
 
 
 def record() -> dict:
