@@ -3,7 +3,9 @@
     python tools/gpu_wheels.py [--out wheels/gpu] [--python 3.12] [--part-mib 64]
 
 ``pip download`` of ``tools/gpu-wheels.txt`` (with dependencies) as binary wheels for
-CPython ``--python`` on manylinux x86_64, then imgaug 0.4.0 and deaotpy (from
+CPython ``--python`` on manylinux x86_64 (the few published only as source, pure Python:
+:data:`SDIST_ONLY` at the pins of ``constraints-upstream.txt``, are built into
+``py3-none-any`` wheels here first), then imgaug 0.4.0 and deaotpy (from
 ``requirements-nodeps.txt``, hash-checked) without dependencies, as the Makefile's
 upstream venv installs them. torch and its CUDA libraries are never downloaded (the GPU
 machine has its own): a dependency on them is left out. The files are then packed into
@@ -25,6 +27,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REQS = HERE / "gpu-wheels.txt"
 NODEPS = HERE.parent / "requirements-nodeps.txt"
+LOCK = HERE.parent / "constraints-upstream.txt"
+# on PyPI as source only, pure Python: built into py3-none-any wheels here
+SDIST_ONLY = ("fvcore", "fairscale", "iopath")
 # torch, torchvision's torch and the CUDA runtime wheels torch pulls in: the machine's own
 SKIP = re.compile(r"^(torch|nvidia_|triton|cuda_)", re.I)
 
@@ -69,7 +74,11 @@ def main() -> int:
         sys.exit(f"gpu_wheels: {a.out} is not empty; remove it first")
     with tempfile.TemporaryDirectory() as tmp:
         dl = Path(tmp)
-        pip_download(["-r", str(REQS)], dl, a.python)
+        pins = dict(ln.split("==", 1) for ln in LOCK.read_text().splitlines() if "==" in ln)
+        built = [f"{n}=={pins[n]}" for n in SDIST_ONLY]
+        cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dl)]
+        subprocess.run([*cmd, *built], check=True)
+        pip_download(["--find-links", str(dl), "-r", str(REQS)], dl, a.python)
         pip_download(["--no-deps", "imgaug==0.4.0"], dl, a.python)
         pip_download(["--no-deps", "--require-hashes", "-r", str(NODEPS)], dl, a.python)
         files = [f for f in dl.iterdir() if not SKIP.match(f.name)]
