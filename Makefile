@@ -29,7 +29,7 @@ RUN := PATH="$(abspath $(VENV))/bin:$$PATH" DVC_NO_ANALYTICS=1
 ONE_RAY := $(PY) -m rvos_kit.compute.scale --
 
 .PHONY: help venv upstream-venv modern-venv test lint lock lock-upstream bench clean demo demo-check \
-	reproduce audit dag images base-image readme
+	reproduce audit dag images base-image readme smoke smoke-wheels smoke-gpu
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort \
@@ -145,6 +145,22 @@ images: base-image ## build the three Docker images (`make -n images` prints the
 	docker build --file docker/rvos.Dockerfile --build-arg CUDA_IMAGE=$(shell docker/base-images.sh ref) --tag $(RVOS_IMAGE) .
 	docker build --file docker/uninext.Dockerfile --build-arg CUDA_IMAGE=$(shell docker/base-images.sh ref) --tag $(UNINEXT_IMAGE) .
 	docker build --file docker/modern.Dockerfile --build-arg CUDA_IMAGE=$(shell docker/base-images.sh ref modern) --tag $(MODERN_IMAGE) .
+
+# `rvos-kit smoke`: every GPU stage of SMOKE_PARAMS on a generated clip with random weights
+# (docs/smoke.md). DEVICE=cpu runs it small on the CPU; natively, the infer stages need the
+# published models' environment: SMOKE_ARGS='--infer-python $(UPSTREAM_VENV)/bin/python'.
+SMOKE_PARAMS ?= params.yaml
+SMOKE_ARGS ?=
+GPU_WHEELS ?= wheels/gpu
+
+smoke: $(STAMP) ## every GPU stage of SMOKE_PARAMS on a generated clip, random weights (DEVICE=cpu: small); writes smoke.json
+	$(RUN) rvos-kit smoke --params $(SMOKE_PARAMS) $(if $(DEVICE),--device $(DEVICE)) --out smoke.json $(SMOKE_ARGS)
+
+smoke-wheels: $(STAMP) ## download the wheels smoke-gpu installs offline (cp312, no torch) into wheels/gpu/partN (GPU_WHEELS), <= 64 MiB each
+	$(PY) tools/gpu_wheels.py --out $(GPU_WHEELS)
+
+smoke-gpu: ## on a GPU machine without network: offline venv, build the op, smoke --device cuda at 720p with --compare-msda (tools/gpu_check.sh)
+	WHEELS=$(GPU_WHEELS) tools/gpu_check.sh
 
 readme: $(STAMP) ## rewrite README.md's generated blocks (J&F table, stage counts, timings)
 	$(PY) tools/readme.py

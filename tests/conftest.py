@@ -117,6 +117,45 @@ def upstream(tmp_path_factory) -> Path:
     return top
 
 
+UPSTREAM_PYTHON = Path(
+    os.environ.get(
+        "RVOS_UPSTREAM_PYTHON",
+        Path(__file__).resolve().parents[1] / ".venv-upstream" / "bin" / "python",
+    )
+)
+
+
+@pytest.fixture(scope="session")
+def random_weights(upstream, tmp_path_factory):
+    """``get(model) -> folder`` with ``checkpoint.pth`` and ``pretrained/``: random weights
+    and tiny text encoders from seed 0 (``rvos-kit smoke-weights``, run once per model per
+    session in the published models' environment). They live in ``get.work/weights/``,
+    where ``rvos-kit smoke --work get.work --seed 0`` finds them made: the smoke test and the
+    published-code tests pay for each model's weights once. ``get.drop(model)`` frees the
+    disk (vit_huge's file is 5.24 GB)."""
+    import subprocess
+
+    work = tmp_path_factory.getbasetemp() / "smoke-work"
+
+    def get(model: str) -> Path:
+        if not UPSTREAM_PYTHON.exists():
+            pytest.fail(f"{UPSTREAM_PYTHON} missing: run `make upstream-venv` (make test does)")
+        w = work / "weights" / f"{model}-seed0"
+        if not (w / "checkpoint.pth").is_file():
+            cmd = [str(UPSTREAM_PYTHON), "-m", "rvos_kit", "smoke-weights", "--model", model,
+                   "--upstream", str(upstream), "--out", str(w), "--seed", "0"]  # fmt: skip
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                pytest.fail(f"smoke-weights {model} failed:\n{r.stdout[-2000:]}{r.stderr[-6000:]}")
+        return w
+
+    def drop(model: str) -> None:
+        shutil.rmtree(work / "weights" / f"{model}-seed0", ignore_errors=True)
+
+    get.work, get.drop = work, drop
+    return get
+
+
 @pytest.fixture(scope="session")
 def aot_benchmark(tmp_path_factory) -> Path:
     """aot-benchmark at 75e46fe (the commit ``soc_test/DEAOT`` records): the shared archive,

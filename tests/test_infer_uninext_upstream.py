@@ -4,11 +4,13 @@ published configs, from the shared archive of the pinned commit, unmodified, in 
 upstream environment (``.venv-upstream``, with UNINEXT's detectron2 built from the archive
 by ``make``), driven from outside (:mod:`rvos_kit.stages.rvos.infer.uninext_child`).
 
-Inputs (``tests/uninext_fixtures.py``), per backbone: two videos of 48x48 frames (convnext:
-two frames, the first video with two expressions and the second with one, so quirk 9.1's
-odd tree is not empty; vit_huge: one frame and one expression each, as ViT-H costs ~16 s
-of CPU per frame here), a tiny random BERT in the ``bert-base-uncased`` layout, and
-``{"model": state_dict}`` of the model ``train_net.py`` builds, random from a fixed seed.
+Inputs (``tests/uninext_fixtures.py``; the weights: ``rvos-kit smoke-weights``, the
+session's ``random_weights``, shared with test_smoke.py), per backbone: two videos of
+48x48 frames (convnext: two frames, the first video with two expressions and the second
+with one, so quirk 9.1's odd tree is not empty; vit_huge: one frame and one expression
+each, as ViT-H costs ~16 s of CPU per frame here), a tiny random BERT in the ``bert-
+base-uncased`` layout, and ``{"model": state_dict}`` of the model ``train_net.py``
+builds, random from a fixed seed.
 
 Per backbone: run 1, one chunk (``--chunk-videos 2``), keeping the dump the published
 evaluator saved; run 2, ``--chunk-videos 1`` (two ``train_net.py`` processes). Both model
@@ -23,7 +25,6 @@ peak RSS of run 2 (per chunk) is not above run 1's.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -33,17 +34,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tree_bytes
+from conftest import UPSTREAM_PYTHON, tree_bytes
+from uninext_fixtures import write_video_data
 
 from rvos_kit.stages.rvos.infer import uninext
 from rvos_kit.trees.masktree import check_tree, read_mask
 from rvos_kit.trees.meta import load_meta
 
-REPO = Path(__file__).resolve().parents[1]
-UPSTREAM_PYTHON = Path(
-    os.environ.get("RVOS_UPSTREAM_PYTHON", REPO / ".venv-upstream" / "bin" / "python")
-)
-FIXTURES = REPO / "tests" / "uninext_fixtures.py"
 MODELS = ("convnext", "vit_huge")
 SMALL = ("vit_huge",)  # one frame, one expression per video: ~16 s of CPU per ViT-H frame
 
@@ -80,21 +77,18 @@ def rvos(tmp_path_factory):
 
 
 @pytest.fixture(scope="module", params=MODELS)
-def model_run(request, upstream, rvos, tmp_path_factory):
-    if not UPSTREAM_PYTHON.exists():
-        pytest.fail(f"{UPSTREAM_PYTHON} missing: run `make upstream-venv` (make test does)")
+def model_run(request, upstream, rvos, random_weights, tmp_path_factory):
     model, d = request.param, tmp_path_factory.mktemp(request.param)
     parent, trees = rvos
-    ckpt = d / f"{model}.pth"
     times, peaks = {}, {}
-    times["fixtures"], _ = _run(
-        [UPSTREAM_PYTHON, FIXTURES, "--model", model, "--upstream", upstream, "--out", d,
-         *(["--small"] if model in SMALL else [])],
-        d, "fixtures",
-    )  # fmt: skip
+    t0 = time.monotonic()
+    write_video_data(d, model in SMALL)
+    w = random_weights(model)  # shared with test_smoke.py: made once per session
+    ckpt = w / "checkpoint.pth"
+    times["fixtures"] = f"{time.monotonic() - t0:.0f}s wall"
     base = [UPSTREAM_PYTHON, "-m", "rvos_kit", "infer", "--model", model,
             "--meta", d / "meta.json", "--images", d / "JPEGImages", "--split", "valid",
-            "--upstream", upstream, "--checkpoint", ckpt, "--pretrained", d / "pretrained",
+            "--upstream", upstream, "--checkpoint", ckpt, "--pretrained", w / "pretrained",
             "--device", "cpu"]  # fmt: skip
     try:
         one, two = parent / model, d / "chunked" / "rvos" / model
@@ -106,7 +100,8 @@ def model_run(request, upstream, rvos, tmp_path_factory):
             [*base, "--out", two, "--chunk-videos", "1"], d, "rvos-kit infer (two chunks)"
         )
     finally:
-        ckpt.unlink(missing_ok=True)  # up to 5 GB, from a seed; no test reads it
+        if model in SMALL:  # vit_huge's 5.24 GB, which test_smoke.py does not run
+            random_weights.drop(model)
     rss = ", ".join(f"{k} {v / 1024**2:.2f} GB" for k, v in peaks.items())
     print(f"\n{model}: " + ", ".join(f"{k} {v}" for k, v in times.items()) + f"; peak RSS {rss}")
     trees[model] = tree_bytes(one)

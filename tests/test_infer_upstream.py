@@ -3,8 +3,9 @@ weights (issue 10): SOC, MUTR and ReferFormer-ft from the shared archive of the 
 commit, unmodified, in their own environment (``.venv-upstream``, built by ``make``).
 
 Per model, on two generated videos (one expression, two 48x48 frames each):
-- inputs in the published formats (``tests/upstream_fixtures.py``): random checkpoint,
-  tiny random RoBERTa (``save_pretrained``), SOC's Video-Swin Kinetics file;
+- inputs in the published formats (``rvos-kit smoke-weights``, the session's
+  ``random_weights``, shared with test_smoke.py): random checkpoint, tiny random RoBERTa
+  (``save_pretrained``), SOC's Video-Swin Kinetics file;
 - run 1: the CLI, one process, ``--keep-dumps`` keeps what the upstream worker saved;
   mutr also ``--png-run`` (its PNG script, short side 432: quirk 9.6);
 - run 2: another process, three shards through ``infer_videos`` (one of them empty),
@@ -17,9 +18,7 @@ byte-identical to run 1 (a second, differently grouped run of the same code).
 from __future__ import annotations
 
 import json
-import os
 import resource
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -27,16 +26,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tree_bytes
+from conftest import UPSTREAM_PYTHON, tree_bytes
+from upstream_fixtures import write_video_data
 
 from rvos_kit.trees.masktree import check_tree, read_mask
 from rvos_kit.trees.meta import load_meta
 
-REPO = Path(__file__).resolve().parents[1]
-UPSTREAM_PYTHON = Path(
-    os.environ.get("RVOS_UPSTREAM_PYTHON", REPO / ".venv-upstream" / "bin" / "python")
-)
-FIXTURES = REPO / "tests" / "upstream_fixtures.py"
 MODELS = ("soc", "mutr", "referformer_ft")
 PNG_RUN = ("soc", "mutr")  # mutr: needed (quirk 9.6); soc: shows the PNG run == the dump tree
 
@@ -51,7 +46,7 @@ for i in (1, 2, 3):
     part = d + f"/shard{i}"
     infer_videos(model, shard_videos(names, i, 3), meta=d + "/meta.json",
                  images=d + "/JPEGImages", split="valid", upstream=sys.argv[3],
-                 checkpoint=d + "/checkpoint.pth", pretrained=d + "/pretrained",
+                 checkpoint=sys.argv[4] + "/checkpoint.pth", pretrained=sys.argv[4] + "/pretrained",
                  out_dir=part, device="cpu", png_run=model == "mutr")
     parts.append(part)
 merge_shards(parts, d + "/meta.json", d + "/merged")
@@ -70,29 +65,25 @@ def _run(cmd, cwd: Path, what: str) -> str:
 
 
 @pytest.fixture(scope="module", params=MODELS)
-def model_run(request, upstream, tmp_path_factory):
-    if not UPSTREAM_PYTHON.exists():
-        pytest.fail(f"{UPSTREAM_PYTHON} missing: run `make upstream-venv` (make test does)")
+def model_run(request, upstream, random_weights, tmp_path_factory):
     model = request.param
     d = tmp_path_factory.mktemp(model)
     times = {}
-    times["fixtures"] = _run(
-        [UPSTREAM_PYTHON, FIXTURES, "--model", model, "--upstream", upstream, "--out", d],
-        d, "fixtures",
-    )  # fmt: skip
+    t0 = time.monotonic()
+    write_video_data(d)
+    w = random_weights(model)  # shared with test_smoke.py: made once per session
+    times["fixtures"] = f"{time.monotonic() - t0:.0f}s wall"
     cli = [UPSTREAM_PYTHON, "-m", "rvos_kit", "infer", "--model", model,
            "--meta", d / "meta.json", "--images", d / "JPEGImages", "--split", "valid",
-           "--upstream", upstream, "--checkpoint", d / "checkpoint.pth",
-           "--pretrained", d / "pretrained", "--device", "cpu", "--out", d / "one",
+           "--upstream", upstream, "--checkpoint", w / "checkpoint.pth",
+           "--pretrained", w / "pretrained", "--device", "cpu", "--out", d / "one",
            "--keep-dumps", d / "dumps"]  # fmt: skip
     if model in PNG_RUN:
         cli.append("--png-run")
     times["cli"] = _run(cli, d, "rvos-kit infer")
-    times["shards"] = _run([UPSTREAM_PYTHON, "-c", SHARDED, model, d, upstream], d, "sharded infer")
-    # The inputs (SOC's Video-Swin file alone is 377 MB) come from a seed and no test reads
-    # them: free the disk now, not at the end of the session.
-    shutil.rmtree(d / "pretrained")
-    (d / "checkpoint.pth").unlink()
+    times["shards"] = _run(
+        [UPSTREAM_PYTHON, "-c", SHARDED, model, d, upstream, w], d, "sharded infer"
+    )
     print(f"\n{model}: " + ", ".join(f"{k} {v}" for k, v in times.items()))
     return model, d
 

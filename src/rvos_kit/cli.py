@@ -31,7 +31,8 @@ from .helptext import HelpFormatter, plain
 VERB_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("data and downloads", ("stages.data", "artifacts.fetch")),
     ("rvos outputs (the five models' masks)", ("stages.rvos.infer", "stages.rvos.released",
-                                               "stages.rvos.dumps")),
+                                               "stages.rvos.dumps",
+                                               "stages.rvos.infer.smoke_weights")),
     ("key frames", ("stages.keyframes",)),
     ("propagate (AOT / DeAOT / flow)", ("stages.propagate",)),
     ("fuse (vote)", ("stages.fusion",)),
@@ -39,7 +40,7 @@ VERB_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("evaluate / audit", ("stages.evaluate.jf", "stages.evaluate.summary",
                           "stages.evaluate.report", "stages.audit", "pipeline.engine_audit")),
     ("pipeline (dvc.yaml, checks, images)", ("pipeline.dag", "pipeline.preflight",
-                                             "pipeline.run")),
+                                             "pipeline.run", "pipeline.smoke")),
 )  # fmt: skip
 
 DESCRIPTION = """\
@@ -137,6 +138,9 @@ def check_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .compute.probe import install
+
+    install()  # RVOS_KIT_PROBE_DIR (rvos-kit smoke): peak memory written at exit
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)

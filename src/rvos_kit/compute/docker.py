@@ -327,6 +327,10 @@ def container_env(kit_src: Path | None) -> dict[str, str]:
     env = {"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"}
     if kit_src is not None:
         env["PYTHONPATH"] = str(kit_src)
+    from .probe import ENV as PROBE  # rvos-kit smoke: where each process reports its peaks
+
+    if os.environ.get(PROBE):
+        env[PROBE] = os.environ[PROBE]
     return env
 
 
