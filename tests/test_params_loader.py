@@ -1,4 +1,4 @@
-"""Issue 21, cases 13-18: the one params loader (``trees.yamlfiles.read_yaml`` under
+"""Issue 21, cases 13-18: the one params loader (``yamlfiles.read_yaml`` under
 ``pipeline.params``, ``compute.docker`` and ``compute.scale``) and its schema refuse YAML
 aliases, duplicate keys, clashing or repeated node names and non-finite numbers with one
 capped message. Each test starts from the demo's params.yaml, makes the issue's edit and

@@ -70,7 +70,7 @@ def kit(*args, python=sys.executable, cwd=None):
 
 
 def test_the_gpu_stages_of_a_params_file_and_the_stages_option(tmp_path):
-    from rvos_kit.trees.yamlfiles import read_yaml
+    from rvos_kit.yamlfiles import read_yaml
 
     p = read_yaml(write_params(tmp_path, "/nowhere"))
     names = [s["name"] for s in smoke.plan_stages(p, "P", None)]

@@ -59,7 +59,6 @@ from ..argtypes import declare_paths
 from ..compute import probe
 from ..errors import KitError
 from ..trees.files import atomic_write_bytes
-from ..trees.yamlfiles import read_yaml
 
 INFER_MODELS = ("soc", "mutr", "referformer_ft", "vit_huge", "convnext")
 NETWORK_BACKENDS = ("aot", "deaot")
@@ -142,9 +141,9 @@ class Smoke:
         self.params = Path(args.params or "params.yaml")
         if not self.params.is_file():
             raise KitError(f"{self.params}: params file not found (give --params PATH)")
-        p = read_yaml(self.params) or {}
-        if not isinstance(p, dict):
-            raise KitError(f"{self.params}: expected a mapping at the top level")
+        from ..config import load_params  # the one reader (checked); smoke runs natively
+
+        p = load_params(self.params).model_dump()
         self.p, self.base = p, self.params.resolve().parent
         self.device = args.device or p.get("device", "cuda")
         cpu = self.device == "cpu"
