@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 from conftest import make_meta_dict, tree_bytes, write_meta
+from faults import rvos_faults
 from PIL import Image
 from test_infer import fake_driver
 
 from rvos_kit.cli import main
-from rvos_kit.compute.scale import PRELOAD_ENV
 from rvos_kit.errors import KitError
 from rvos_kit.stages.rvos.infer import core
 from rvos_kit.stages.rvos.infer.sharded import infer_settings, shard_mounts
@@ -76,6 +76,8 @@ env = dict(v.split("=", 1) for k, v in opts if k == "--env")
 env.update(PATH=os.environ["PATH"], RVOS_KIT_IN_CONTAINER="1")  # as the images set it
 # the tests' hooks, as if the image had them; this process stands for the worker
 env.update({{k: v for k, v in os.environ.items() if k.startswith("RVOS_KIT_FAULT_")}})
+if env.get("RVOS_KIT_FAULT_PRELOAD"):  # tests/faults/sitecustomize.py arms them there
+    env["PYTHONPATH"] = os.pathsep.join([{faults!r}, env.get("PYTHONPATH", "")])
 env["RVOS_KIT_SHARD_PARENT"] = str(os.getpid())
 if command[:1] == ["python"]:
     command[0] = sys.executable
@@ -163,10 +165,11 @@ def project(clip, tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     docker = bin_dir / "docker"
-    docker.write_text(STAND_IN.format(python=sys.executable))
+    docker.write_text(STAND_IN.format(python=sys.executable, faults=rvos_faults.HERE))
     docker.chmod(docker.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setenv(PRELOAD_ENV, f"{TESTS}:shard_preload_infer")
+    monkeypatch.setenv(rvos_faults.PRELOAD, f"{TESTS}:shard_preload_infer")
+    rvos_faults.install(monkeypatch)
     monkeypatch.chdir(root)
     return types.SimpleNamespace(root=root, bin=bin_dir)
 
