@@ -22,7 +22,7 @@ from PIL import Image
 from rvos_kit.cli import main
 from rvos_kit.errors import KitError
 from rvos_kit.pipeline import codedeps, dag
-from rvos_kit.pipeline.dag import render
+from rvos_kit.pipeline.dag import render, spelled
 from rvos_kit.stages.data import MODELS, make_sample
 from rvos_kit.stages.pack import pack
 from rvos_kit.trees.meta import load_meta
@@ -207,7 +207,7 @@ def test_stack_is_a_param_of_every_gpu_stage_and_modern_runs_them_in_one_image(
 
     def doc(params: dict) -> dict:
         f.write_text(yaml.safe_dump(params, sort_keys=False))
-        return yaml.safe_load(render(f))["stages"]
+        return spelled(f)  # each command spelled out, as the stage runs it
 
     published = doc(p)
     gpu = _gpu_stages(published)

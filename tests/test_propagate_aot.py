@@ -451,18 +451,18 @@ def test_dag_passes_the_tier_caps_only_when_set(tmp_path):
 
     import yaml
 
-    from rvos_kit.pipeline.dag import render
+    from rvos_kit.pipeline.dag import spelled
 
     repo = Path(__file__).resolve().parents[1]
     p = yaml.safe_load((repo / "params.yaml").read_text())
     shutil.copy(repo / "checkpoints.lock", tmp_path / "checkpoints.lock")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
-    plain = yaml.safe_load(render(tmp_path / "params.yaml"))["stages"]
+    plain = spelled(tmp_path / "params.yaml")  # the commands as the stages run them
     p["propagation"]["aot"].update(encoder_cache_mb=512, host_cache_mb=0)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
-    capped = yaml.safe_load(render(tmp_path / "params.yaml"))["stages"]
+    capped = spelled(tmp_path / "params.yaml")
     words = shlex.split(capped["propagate_aot_soc"]["cmd"])
-    assert words[-4:] == ["--encoder-cache-mb", "512", "--host-cache-mb", "0"]
+    assert words[-4:] == ["--encoder-cache-mb", "512.0", "--host-cache-mb", "0.0"]
     assert shlex.split(plain["propagate_aot_soc"]["cmd"]) == words[:-4]
     assert not any("cache-mb" in s["cmd"] for s in plain.values())
     assert capped["propagate_deaot_vit_huge"] == plain["propagate_deaot_vit_huge"]

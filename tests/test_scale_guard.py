@@ -5,6 +5,7 @@ refused within seconds. Real processes, the session's real local Ray."""
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import shutil
@@ -111,7 +112,7 @@ def test_every_verb_refuses_an_output_another_run_holds(
     monkeypatch.setenv(rvos_faults.PRELOAD, f"{tests}:shard_preload_infer")
     rvos_faults.install(monkeypatch)
     monkeypatch.setitem(sys.modules, "rvos_kit.stages.rvos.infer._fake", fake_driver("logits"))
-    monkeypatch.setitem(core.MODELS, "soc", ("_fake", "logits"))
+    monkeypatch.setitem(core.MODELS, "soc", dataclasses.replace(core.MODELS["soc"], driver="_fake"))
     infer = ["infer", "--model", "soc", "--meta", str(data.meta), "--images", str(data.images),
              "--split", "test", "--upstream", str(upstream), "--checkpoint", str(data.ckpt),
              "--pretrained", str(data.pretrained), "--device", "cpu"]  # fmt: skip

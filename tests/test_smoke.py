@@ -33,6 +33,7 @@ SLOW = os.environ.get("RVOS_KIT_SLOW") == "1"
 
 PARAMS = """\
 compat: challenge2023
+data: {{meta: meta.json, images: JPEGImages}}
 paths: {{outputs: outputs}}
 device: cpu
 runner: {{mode: native}}
@@ -46,10 +47,10 @@ models:
   extra:          {{kind: logits,        source: tree, tree: x}}
 propagation:
   aot:   {{backend: aot, model: swinl_aotl, scales: [0.8, 1.0, 1.2], flip: true,
-          max_long_side: 1040, engine: published_aot_fork}}
+          max_long_side: 1040, engine: published_aot_fork, tree: A, nodes: [soc]}}
   deaot: {{backend: deaot, model: swinl_deaotl, scales: [0.8, 1.0, 1.2], flip: true,
-          max_long_side: 1040, engine: published_aot_fork}}
-  flowy: {{backend: flow}}
+          max_long_side: 1040, engine: published_aot_fork, tree: D, nodes: [soc]}}
+  flowy: {{backend: flow, tree: F, nodes: [soc]}}
 """
 
 
@@ -117,7 +118,9 @@ def test_in_docker_mode_the_weights_are_made_in_the_models_image_and_report_back
 ):
     """smoke-weights goes through the runner like the stage: in docker mode, into the
     model's image; the probe folder (under outputs, mounted read-write) is passed in."""
-    (tmp_path / "params.yaml").write_text("paths: {outputs: out}\nrunner: {mode: docker}\n")
+    (tmp_path / "params.yaml").write_text(
+        "data: {meta: meta.json}\npaths: {outputs: out}\nmodels: {}\nrunner: {mode: docker}\n"
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(probe.ENV, str(tmp_path / "out" / "smoke" / "probe" / "w"))
     monkeypatch.setattr(probe, "install", lambda: None)  # not this test process's exit

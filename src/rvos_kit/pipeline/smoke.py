@@ -55,13 +55,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import catalog
 from ..argtypes import declare_paths
 from ..compute import probe
 from ..errors import KitError
 from ..trees.files import atomic_write_bytes
 
-INFER_MODELS = ("soc", "mutr", "referformer_ft", "vit_huge", "convnext")
-NETWORK_BACKENDS = ("aot", "deaot")
+INFER_MODELS = tuple(catalog.MODELS)  # every model of the catalogue has a driver
+NETWORK_BACKENDS = tuple(n for n, r in catalog.BACKENDS.items() if r.gpu)  # aot, deaot
 VIDEOS, EXPRESSIONS = 2, 2
 GPU_SIZE, CPU_SIZE = (720, 1280), (48, 48)
 

@@ -199,13 +199,13 @@ def write_weights(model: str, upstream: Path, out: Path, seed: int = 0) -> Path:
     encoder from seed + 1, SOC's Video-Swin from seed + 2, the network from seed + 3;
     seed 0 gives the tests' fixtures). Built in a temporary folder beside ``out``,
     renamed into place; an existing ``out`` is replaced."""
-    from .core import load_driver
+    from .... import catalog
     from .upstream import verify_upstream
 
     if model not in DETR_MODELS + UNINEXT_MODELS:
         raise KitError(f"smoke-weights: unknown model {model!r}")
     upstream, out = Path(upstream).resolve(), Path(out).resolve()
-    verify_upstream(upstream, load_driver(model).UPSTREAM_FOLDERS)  # before importing any
+    verify_upstream(upstream, catalog.MODELS[model].upstream)  # before importing any
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
