@@ -187,6 +187,17 @@ def _runs(project) -> list[list[str]]:
     return [c["argv"][1:] for c in _calls(project) if "argv" in c]
 
 
+def _next_run_redoes_only_the_bad_shard(clip, project) -> None:
+    """With the stand-in healed, the stage runs again: same bytes as the unsharded run,
+    only the failed shard (vid002, vid003) redone, the other one reused."""
+    _configure(project)
+    before = len(_runs(project))
+    assert _stage(clip) == 0
+    assert tree_bytes(project.root / OUT) == clip.ref
+    (rerun,) = _runs(project)[before:]
+    assert json.loads(_value(rerun, "--videos-json")) == ["vid002", "vid003"]
+
+
 def _stage(clip) -> int:
     return main(["run", "--stage", "rvos_soc", "--", *_infer(clip, "data"), "--out", OUT])
 
@@ -258,12 +269,7 @@ def test_a_shard_failing_for_good_fails_the_stage_then_resumes(clip, project, ca
     assert "the 1 other shard(s) are kept" in err[-1]
     assert sum("vid002" in _value(r, "--videos-json") for r in _runs(project)) == 2
     _no_half_tree(project)
-    _configure(project)
-    before = len(_runs(project))
-    assert _stage(clip) == 0
-    assert tree_bytes(project.root / OUT) == clip.ref
-    (rerun,) = _runs(project)[before:]
-    assert json.loads(_value(rerun, "--videos-json")) == ["vid002", "vid003"]
+    _next_run_redoes_only_the_bad_shard(clip, project)
 
 
 def test_a_shard_missing_a_video_is_refused_at_the_merge(clip, project, capsys):
@@ -274,12 +280,7 @@ def test_a_shard_missing_a_video_is_refused_at_the_merge(clip, project, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "rvos-kit run: error: the shards hold no video 'vid003' (1 missing)", err
     _no_half_tree(project)
-    _configure(project)
-    before = len(_runs(project))
-    assert _stage(clip) == 0
-    assert tree_bytes(project.root / OUT) == clip.ref
-    (rerun,) = _runs(project)[before:]
-    assert json.loads(_value(rerun, "--videos-json")) == ["vid002", "vid003"]
+    _next_run_redoes_only_the_bad_shard(clip, project)
 
 
 def test_dry_run_prints_the_stage_line_and_says_it_is_sharded(clip, project, capsys):
@@ -291,6 +292,43 @@ def test_dry_run_prints_the_stage_line_and_says_it_is_sharded(clip, project, cap
     assert argv[:2] == ["docker", "run"] and "--videos-json" not in argv
     assert "a real run shards this stage on Ray" in err
     assert _calls(project) == [] and not (project.root / "outputs").exists()
+
+
+def test_runner_native_wins_over_the_params_file_in_the_shards(
+    clip, project, monkeypatch, ray_cluster
+):
+    """`run --runner native` as a DVC stage (DVC_STAGE set, params.yaml saying docker):
+    the native `infer` below it (a child process, joining the session's Ray), which
+    shards the stage and reads runner.mode of the stage's params file, runs its shards
+    natively too: no `docker run` at all."""
+    params = project.root / "params.yaml"
+    text = params.read_text().replace("scale: {", f"scale: {{address: '{ray_cluster}', ")
+    params.write_text(text)
+    monkeypatch.setenv("DVC_STAGE", "rvos_soc")
+    monkeypatch.setenv("PYTHONPATH", rvos_faults.subprocess_env()["PYTHONPATH"])  # its hooks
+    argv = ["run", "--runner", "native", "--stage", "rvos_soc", "--", *_infer(clip, "data")]
+    assert main([*argv, "--out", OUT]) == 0
+    assert tree_bytes(project.root / OUT) == clip.ref
+    assert _runs(project) == [], "a shard ran in docker despite --runner native"
+
+
+@pytest.mark.parametrize("env", [None, "RVOS_KIT_NATIVE", "RVOS_KIT_IN_CONTAINER"])
+def test_sharded_verbs_read_docker_mode_unless_run_natively(tmp_path, monkeypatch, env):
+    """The one reader both sharded verbs (infer, propagate) use for their shards' runner:
+    docker mode from the params file, unless a native `rvos-kit run` or an image runs
+    this process."""
+    from rvos_kit.compute.docker import docker_settings
+
+    params = tmp_path / "params.yaml"
+    params.write_text("data: {meta: m.json}\npaths: {outputs: o}\nmodels: {}\n"
+                      "runner: {mode: docker}\n")  # fmt: skip
+    for name in ("RVOS_KIT_NATIVE", "RVOS_KIT_IN_CONTAINER"):
+        monkeypatch.delenv(name, raising=False)
+    if env:
+        monkeypatch.setenv(env, "1")
+    got = docker_settings(str(params))
+    assert (got.mode if got else None) == (None if env else "docker")
+    assert docker_settings(None) is None
 
 
 def test_needs_of_a_model_overlay_needs_infer(tmp_path, monkeypatch):

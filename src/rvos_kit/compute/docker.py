@@ -65,6 +65,10 @@ def stage_name(stage: str) -> str:
 
 # Set in both images: a `rvos-kit run` inside a container runs natively there.
 IN_CONTAINER_ENV = "RVOS_KIT_IN_CONTAINER"
+# Set by `rvos-kit run` for a verb it runs natively (`--runner native`, or runner.mode
+# native): a sharded verb below it then runs its shards natively too, whatever the
+# stage's params file says (the command line's choice wins, as documented).
+NATIVE_ENV = "RVOS_KIT_NATIVE"
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,16 @@ def load_settings(params: str | os.PathLike | None) -> Settings:
     from ..config import load_params  # pydantic: the runner runs natively
 
     return settings_of(load_params(path), path)
+
+
+def docker_settings(params: str | os.PathLike | None) -> Settings | None:
+    """A sharded verb's runner: the settings of its stage's params file when they say
+    ``runner.mode: docker`` and neither an image (:data:`IN_CONTAINER_ENV`) nor a native
+    ``rvos-kit run`` (:data:`NATIVE_ENV`) runs this process; else None (shards native)."""
+    if not params or os.environ.get(IN_CONTAINER_ENV) == "1" or os.environ.get(NATIVE_ENV) == "1":
+        return None
+    s = load_settings(params)
+    return s if s.mode == "docker" else None
 
 
 def settings_of(p, path: str | os.PathLike) -> Settings:

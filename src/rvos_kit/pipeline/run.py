@@ -83,6 +83,7 @@ from ..argtypes import declare_paths
 from ..compute.docker import (
     IN_CONTAINER_ENV,
     MODES,
+    NATIVE_ENV,
     check_docker,
     image_key,
     infer_inputs,
@@ -157,9 +158,9 @@ def run_infer_shards(whole, settings, image: str, args) -> int:
     return run_sharded_infer(whole, runner=settings, stage=args.stage)
 
 
-def execute(argv: list[str]) -> int:
+def execute(argv: list[str], env: dict | None = None) -> int:
     """Run ``argv`` and return its exit status (128 + N when killed by signal N)."""
-    proc = subprocess.Popen(argv)
+    proc = subprocess.Popen(argv, env=env)
     while True:
         try:
             rc = proc.wait()
@@ -183,9 +184,12 @@ def run(args) -> int:
     key = image_key(settings, verb, vargs, args.stage)
     inside = os.environ.get(IN_CONTAINER_ENV) == "1"
     whole = None  # docker mode: infer over every video, sharded on Ray
+    env = None
     if mode == "native" or key is None or inside:
         argv = native_argv(verb, vargs)
         where = "native"
+        # and its shards (a sharded infer/propagate reads runner.mode of its params file)
+        env = {**os.environ, NATIVE_ENV: "1"}
     else:
         image = settings.images[key]
         whole = infer_stage(verb, vargs)
@@ -223,7 +227,7 @@ def run(args) -> int:
         return 0
     print(f"rvos-kit run ({where}): {line}", file=sys.stderr, flush=True)
     try:
-        return execute(argv)
+        return execute(argv, env)
     except OSError as e:
         raise KitError(f"cannot start {argv[0]}: {e}") from None
 

@@ -123,7 +123,7 @@ def _run_sharded(args, backend) -> int:
     """The whole stage: inputs checked here once, then shards of videos on Ray
     (:mod:`rvos_kit.compute.scale`), merged into ``--out`` atomically."""
     from ...compute import scale
-    from ...compute.docker import IN_CONTAINER_ENV, image_key, load_settings
+    from ...compute.docker import docker_settings, image_key
 
     params = scale.stage_params(args)
     settings = scale.settings_from_args(args, backend.name)
@@ -138,8 +138,8 @@ def _run_sharded(args, backend) -> int:
             "--keyframes", args.keyframes, "--meta", args.meta, "--backend", args.backend,
             *_backend_args(args), "--workers", str(threads)]  # fmt: skip
     image = runner = None
-    rs = load_settings(params) if params else None
-    if rs is not None and rs.mode == "docker" and os.environ.get(IN_CONTAINER_ENV) != "1":
+    rs = docker_settings(params)
+    if rs is not None:
         key = image_key(rs, "propagate", base[1:], "propagate")
         if key is not None:
             from ...compute.docker import check_docker

@@ -42,8 +42,8 @@ from ....compute import scale
 from ....compute.docker import (
     IN_CONTAINER_ENV,
     check_docker,
+    docker_settings,
     image_key,
-    load_settings,
     option_value,
 )
 from ....errors import KitError
@@ -146,9 +146,8 @@ def _run(args, runner, stage) -> int:
         "meta": hashlib.sha256(Path(args.meta).read_bytes()).hexdigest(),
     }
     image = docker = None
-    if runner is None and params:
-        runner = load_settings(params)
-        runner = runner if runner.mode == "docker" else None
+    if runner is None:
+        runner = docker_settings(params)
     if runner is not None and os.environ.get(IN_CONTAINER_ENV) != "1":
         key = image_key(runner, "infer", base[1:], stage or f"rvos_{args.model}")
         if key is not None:
