@@ -71,16 +71,16 @@ def kit(*args, python=sys.executable, cwd=None):
 
 
 def test_the_gpu_stages_of_a_params_file_and_the_stages_option(tmp_path):
-    from rvos_kit.yamlfiles import read_yaml
+    from rvos_kit.config import load_params
 
-    p = read_yaml(write_params(tmp_path, "/nowhere"))
+    p = load_params(write_params(tmp_path, "/nowhere"))
     names = [s["name"] for s in smoke.plan_stages(p, "P", None)]
     assert names == ["soc", "mutr", "referformer_ft", "vit_huge", "convnext", "aot", "deaot"]
     assert [s["name"] for s in smoke.plan_stages(p, "P", ["deaot", "soc"])] == ["soc", "deaot"]
     with pytest.raises(KitError, match="'flowy' is not a GPU stage of P"):
         smoke.plan_stages(p, "P", ["flowy"])
     with pytest.raises(KitError, match="no GPU stage"):
-        smoke.plan_stages({"models": {"a": {"source": "tree"}}}, "P", None)
+        smoke.plan_stages(p.model_copy(update={"models": {}, "propagation": None}), "P", None)
 
 
 def test_the_tree_check_refuses_a_missing_frame_a_stray_file_and_a_wrong_size(tmp_path):

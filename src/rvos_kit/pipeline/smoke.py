@@ -82,14 +82,15 @@ def _size(text: str) -> tuple[int, int]:
 # ------------------------------------------------------------------------- the plan
 
 
-def plan_stages(p: dict, where: str, wanted: list[str] | None) -> list[dict]:
-    """``[{"name", "kind": infer|propagate, ...}]``: the GPU stages of params ``p``."""
+def plan_stages(p, where: str, wanted: list[str] | None) -> list[dict]:
+    """``[{"name", "kind": infer|propagate, ...}]``: the GPU stages of the loaded params
+    ``p`` (:class:`rvos_kit.config.Params`)."""
     stages = []
-    for m, spec in (p.get("models") or {}).items():
-        if isinstance(spec, dict) and spec.get("source") == "infer" and m in INFER_MODELS:
+    for m, spec in p.models.items():
+        if spec.source == "infer" and m in INFER_MODELS:
             stages.append({"name": m, "kind": "infer"})
-    for prop, c in (p.get("propagation") or {}).items():
-        if isinstance(c, dict) and c.get("backend") in NETWORK_BACKENDS:
+    for prop, c in p.props.items():
+        if c.backend in NETWORK_BACKENDS:
             stages.append({"name": prop, "kind": "propagate", "spec": c})
     if not stages:
         raise KitError(
@@ -144,15 +145,15 @@ class Smoke:
             raise KitError(f"{self.params}: params file not found (give --params PATH)")
         from ..config import load_params  # the one reader (checked); smoke runs natively
 
-        p = load_params(self.params).model_dump()
+        p = load_params(self.params)
         self.p, self.base = p, self.params.resolve().parent
-        self.device = args.device or p.get("device", "cuda")
+        self.device = args.device or p.device
         cpu = self.device == "cpu"
         self.size = args.size or (CPU_SIZE if cpu else GPU_SIZE)
         self.frames = args.frames or (2 if cpu else 4)
         if self.frames < 1:
             raise KitError("--frames must be >= 1")
-        outputs = (p.get("paths") or {}).get("outputs", "outputs")
+        outputs = p.paths.outputs
         self.work = Path(args.work or self.base / outputs / "smoke").resolve()
         self.stages = plan_stages(p, str(self.params), args.stages)
         h, w = self.size
@@ -191,7 +192,7 @@ class Smoke:
 
     # -- the infer stages
     def upstream(self) -> str:
-        up = (self.p.get("infer") or {}).get("upstream")
+        up = self.p.infer.upstream if self.p.infer is not None else None
         if not up:
             raise KitError(f"{self.params}: infer.upstream is not set (the published code)")
         return self.path(str(up))
@@ -212,22 +213,20 @@ class Smoke:
 
     def png_run(self, model: str) -> str | None:
         """The PNG-run tree the real run also writes (mutr under challenge2023), or None."""
-        from ..stages.rvos.infer.wiring import PNG_RUN_TREES
-
-        if self.p.get("compat", "challenge2023") != "challenge2023":
+        if self.p.compat != "challenge2023":
             return None
-        return PNG_RUN_TREES.get(model)
+        return catalog.MODELS[model].png_run
 
     def infer_argv(self, model: str, w: Path, out: Path, msda: str | None) -> list[str]:
-        inf = self.p.get("infer") or {}
+        inf = self.p.infer
         verb = ["infer", "--model", model, "--meta", str(self.clip / "meta.json"),
                 "--images", str(self.clip / "JPEGImages"), "--split", "valid",
                 "--upstream", self.upstream(), "--checkpoint", str(w / "checkpoint.pth"),
                 "--pretrained", str(w / "pretrained"), "--out", str(out),
                 "--device", self.device]  # fmt: skip
         verb += ["--videos", self.videos()]
-        if inf.get("chunk_videos"):
-            verb += ["--chunk-videos", str(inf["chunk_videos"])]
+        if inf is not None and inf.chunk_videos:
+            verb += ["--chunk-videos", str(inf.chunk_videos)]
         if self.png_run(model):
             verb += ["--png-run"]
         if msda is not None:
@@ -241,22 +240,22 @@ class Smoke:
         return [out / "Annotations", *([out / png] if png else [])]
 
     def propagate_argv(self, stage: dict, out: Path) -> list[str]:
-        from ..stages.propagate.aot_model import DEFAULT_MODEL
-
         c, clip = stage["spec"], self.clip
         verb = ["propagate", "--images", str(clip / "JPEGImages"),
                 "--annotations", str(clip / "Annotations"),
                 "--keyframes", str(clip / "key_frame.json"), "--meta", str(clip / "meta.json"),
-                "--out", str(out), "--backend", c["backend"],
-                "--model", c.get("model") or DEFAULT_MODEL[c["backend"]],
+                "--out", str(out), "--backend", c.backend, "--model", c.network,
                 "--device", self.device, "--random-weights", str(self.args.seed),
-                "--scales", ",".join(str(s) for s in c.get("scales", [0.8, 1.0, 1.2])),
-                "--flip" if c.get("flip", True) else "--no-flip",
-                "--max-long-side", str(c.get("max_long_side", 1040)),
-                "--engine", c.get("engine") or "published_aot_fork",
+                "--scales", ",".join(str(s) for s in c.scales),
+                "--flip" if c.flip else "--no-flip",
+                "--max-long-side", str(c.max_long_side),
+                "--engine", c.engine or catalog.default("propagation", "engine"),
                 "--videos", self.videos()]  # fmt: skip
-        if not c.get("share_encoder", True):
+        if not c.share_encoder:
             verb += ["--no-share-encoder"]
+        for key in ("encoder_cache_mb", "host_cache_mb"):  # as the DAG passes them
+            if getattr(c, key) is not None:
+                verb += ["--" + key.replace("_", "-"), str(getattr(c, key))]
         return self.runner(f"propagate_{stage['name']}_smoke", verb)
 
     def run_stage(self, stage: dict, env: dict) -> dict:
@@ -268,8 +267,8 @@ class Smoke:
             if stage["kind"] == "infer":
                 w = self.weights(name, rec)
                 # --compare-msda: the compiled op first; else as the params say
-                inf = self.p.get("infer") or {}
-                msda = "compiled" if self.compare_msda() is None else inf.get("msda")
+                inf = self.p.infer
+                msda = "compiled" if self.compare_msda() is None else inf and inf.msda
                 argv = self.infer_argv(name, w, out, msda)
             else:
                 argv = self.propagate_argv(stage, out)
