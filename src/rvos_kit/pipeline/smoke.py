@@ -240,22 +240,15 @@ class Smoke:
         return [out / "Annotations", *([out / png] if png else [])]
 
     def propagate_argv(self, stage: dict, out: Path) -> list[str]:
+        from .dag.propagate import network_args
+
         c, clip = stage["spec"], self.clip
         verb = ["propagate", "--images", str(clip / "JPEGImages"),
                 "--annotations", str(clip / "Annotations"),
                 "--keyframes", str(clip / "key_frame.json"), "--meta", str(clip / "meta.json"),
                 "--out", str(out), "--backend", c.backend, "--model", c.network,
                 "--device", self.device, "--random-weights", str(self.args.seed),
-                "--scales", ",".join(str(s) for s in c.scales),
-                "--flip" if c.flip else "--no-flip",
-                "--max-long-side", str(c.max_long_side),
-                "--engine", c.engine or catalog.default("propagation", "engine"),
-                "--videos", self.videos()]  # fmt: skip
-        if not c.share_encoder:
-            verb += ["--no-share-encoder"]
-        for key in ("encoder_cache_mb", "host_cache_mb"):  # as the DAG passes them
-            if getattr(c, key) is not None:
-                verb += ["--" + key.replace("_", "-"), str(getattr(c, key))]
+                *network_args(c), "--videos", self.videos()]  # fmt: skip
         return self.runner(f"propagate_{stage['name']}_smoke", verb)
 
     def run_stage(self, stage: dict, env: dict) -> dict:

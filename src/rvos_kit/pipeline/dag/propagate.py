@@ -21,6 +21,23 @@ def _lock_sha256(b: Builder, checkpoint: str) -> str | None:
     return None
 
 
+def network_args(c) -> list[str]:
+    """The ``propagate`` options of a network backend's settings ``c``
+    (:class:`rvos_kit.config.PropagationSection`) after ``--model``/``--device``: the
+    test-time views, the engine, the encoder sharing and its cache caps (also what
+    ``rvos-kit smoke`` passes)."""
+    args = ["--scales", ",".join(str(s) for s in c.scales)]
+    args += ["--flip" if c.flip else "--no-flip"]
+    args += ["--max-long-side", str(c.max_long_side)]
+    args += ["--engine", c.engine or default("propagation", "engine")]
+    if not c.share_encoder:
+        args += ["--no-share-encoder"]
+    for key in ("encoder_cache_mb", "host_cache_mb"):  # given: caps on the measured
+        if getattr(c, key) is not None:
+            args += ["--" + key.replace("_", "-"), str(getattr(c, key))]
+    return args
+
+
 def add(b: Builder, prop: str, node: str) -> None:
     c = b.props[prop]
     out = b.tree(f"{node}/{prop}")
@@ -43,15 +60,7 @@ def add(b: Builder, prop: str, node: str) -> None:
             pin = _lock_sha256(b, c.checkpoint)
             if pin:  # loaded only if its bytes match (and where torch lacks weights_only)
                 args += ["--checkpoint-sha256", pin]
-        args += ["--scales", ",".join(str(s) for s in c.scales)]
-        args += ["--flip" if c.flip else "--no-flip"]
-        args += ["--max-long-side", c.max_long_side]
-        args += ["--engine", c.engine or default("propagation", "engine")]
-        if not c.share_encoder:
-            args += ["--no-share-encoder"]
-        for key in ("encoder_cache_mb", "host_cache_mb"):  # given: caps on the measured
-            if getattr(c, key) is not None:
-                args += ["--" + key.replace("_", "-"), getattr(c, key)]
+        args += network_args(c)
         # runner.mode docker: the verb runs here and starts each shard's container
     b.stages[f"propagate_{prop}_{node}"] = {
         "cmd": q(args),
