@@ -71,7 +71,8 @@ def _dynamic(node: ast.AST) -> bool:
     )
 
 
-def imports(mod: str, run_time: bool = True) -> set[str]:
+@functools.cache  # each stage's closure walks the same modules: parse each file once
+def imports(mod: str, run_time: bool = True) -> frozenset[str]:
     """The kit modules ``mod`` imports anywhere in its source (``from . import x`` of a
     submodule imports that submodule). ``run_time``: also a module spelled out in a
     string (``python -m``), every module a dynamic import may choose, and the ``file:``
@@ -104,7 +105,7 @@ def imports(mod: str, run_time: bool = True) -> set[str]:
         elif _dynamic(node) and mod not in REGISTRARS:  # import_module(f"rvos_kit.pkg.{x}")
             prefix = node.args[0].values[0].value
             out |= {m for m in known if m.startswith(prefix) and prefix[:-1] in known}
-    return {m for m in out if m in known and m != mod} | files
+    return frozenset({m for m in out if m in known and m != mod} | files)
 
 
 def edges(mod: str) -> set[str]:
