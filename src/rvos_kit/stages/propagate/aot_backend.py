@@ -100,6 +100,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ... import catalog
 from ...errors import KitError
 from .aot_model import (  # noqa: F401 (AOT_MODELS .. load_checkpoint: importable from here)
     AOT_MODELS,
@@ -116,6 +117,11 @@ from .aot_model import (  # noqa: F401 (AOT_MODELS .. load_checkpoint: importabl
     model_config,
 )
 from .features import FeatureCache
+
+# the published run's test-time views (params.yaml's defaults, catalog.DEFAULTS)
+PUBLISHED_SCALES = tuple(catalog.default("propagation", "scales"))
+PUBLISHED_FLIP = bool(catalog.default("propagation", "flip"))
+PUBLISHED_MAX_LONG_SIDE = float(catalog.default("propagation", "max_long_side"))
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -188,9 +194,9 @@ class AOTBackend:
         random_seed: int | None = None,
         device: str | None = None,
         checkpoint_sha256: str | None = None,
-        scales=(0.8, 1.0, 1.2),
-        flip: bool = True,
-        max_long_side: float | None = 1040.0,
+        scales=PUBLISHED_SCALES,
+        flip: bool = PUBLISHED_FLIP,
+        max_long_side: float | None = PUBLISHED_MAX_LONG_SIDE,
         long_term_gap: int | None = None,
         amp: bool = True,
         trust_checkpoint: bool = False,
