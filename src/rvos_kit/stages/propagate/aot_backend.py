@@ -100,7 +100,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ... import catalog
 from ...errors import KitError
 from .aot_model import (  # noqa: F401 (AOT_MODELS .. load_checkpoint: importable from here)
     AOT_MODELS,
@@ -109,6 +108,9 @@ from .aot_model import (  # noqa: F401 (AOT_MODELS .. load_checkpoint: importabl
     DEFAULT_MODEL,
     ENGINES,
     MODELS,
+    PUBLISHED_FLIP,
+    PUBLISHED_MAX_LONG_SIDE,
+    PUBLISHED_SCALES,
     SWIN_L,
     CheckpointTrust,
     build_network,
@@ -117,11 +119,6 @@ from .aot_model import (  # noqa: F401 (AOT_MODELS .. load_checkpoint: importabl
     model_config,
 )
 from .features import FeatureCache
-
-# the published run's test-time views (params.yaml's defaults, catalog.DEFAULTS)
-PUBLISHED_SCALES = tuple(catalog.default("propagation", "scales"))
-PUBLISHED_FLIP = bool(catalog.default("propagation", "flip"))
-PUBLISHED_MAX_LONG_SIDE = float(catalog.default("propagation", "max_long_side"))
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

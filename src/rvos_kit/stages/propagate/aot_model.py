@@ -63,6 +63,11 @@ MODELS = {"aot": AOT_MODELS, "deaot": DEAOT_MODELS}
 ENGINES = catalog.ENGINES
 DEFAULT_ENGINE = catalog.default("propagation", "engine")
 DEFAULT_MODEL = {b: catalog.BACKENDS[b].default_model for b in MODELS}
+# the published run's test-time views (params.yaml's defaults, catalog.DEFAULTS): the
+# engine's defaults (aot_backend) and the verb's (verb.py)
+PUBLISHED_SCALES = tuple(catalog.default("propagation", "scales"))
+PUBLISHED_FLIP = bool(catalog.default("propagation", "flip"))
+PUBLISHED_MAX_LONG_SIDE = float(catalog.default("propagation", "max_long_side"))  # 1.3x480x800/480
 
 # Swin-L encoder of the released swinl_aotl / swinl_deaotl checkpoints (contract section 5).
 SWIN_L = {

@@ -15,13 +15,11 @@ from ...argtypes import add_video_selection, declare_paths, non_negative, positi
 from ...errors import KitError
 from ...trees.meta import load_meta
 from ...trees.staging import held_output
-from .aot_model import ENGINES
+from .aot_model import ENGINES, PUBLISHED_MAX_LONG_SIDE, PUBLISHED_SCALES
 from .engine import BACKENDS, check_inputs, describe_encoder, make_backend, propagate, select_videos
 from .resume import resume_key, shared_key
 
 _D = catalog.DEFAULTS["propagation"]
-PUBLISHED_SCALES = tuple(_D["scales"])
-PUBLISHED_MAX_LONG_SIDE = float(_D["max_long_side"])  # 1.3 x 480 x 800 / 480
 
 
 def _scales(text: str) -> tuple[float, ...]:

@@ -40,7 +40,6 @@ from pathlib import Path
 
 from ....compute import scale
 from ....compute.docker import (
-    IN_CONTAINER_ENV,
     check_docker,
     docker_settings,
     image_key,
@@ -146,9 +145,9 @@ def _run(args, runner, stage) -> int:
         "meta": hashlib.sha256(Path(args.meta).read_bytes()).hexdigest(),
     }
     image = docker = None
-    if runner is None:
+    if runner is None:  # `run` passes one only outside an image; docker_settings checks
         runner = docker_settings(params)
-    if runner is not None and os.environ.get(IN_CONTAINER_ENV) != "1":
+    if runner is not None:
         key = image_key(runner, "infer", base[1:], stage or f"rvos_{args.model}")
         if key is not None:
             image = runner.images[key]
